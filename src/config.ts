@@ -1,0 +1,169 @@
+import { z } from 'zod';
+
+/**
+ * The only reader of process.env. Every setting from API.md is parsed and validated here once, so the rest of
+ * the code receives typed values and a bad value stops the start with a single line naming the variable.
+ */
+
+const intFrom = (min: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`));
+
+const url = z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' });
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: intFrom(0).pipe(z.number().max(65535, 'must be at most 65535')).default(4000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PUBLIC_URL: url.optional(),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  DATA_DIR: z.string().min(1).default('.data'),
+  KIE_API_KEY: z.string().min(1).optional(),
+  KIE_API_URL: url.default('https://api.kie.ai'),
+  KIE_UPLOAD_URL: url.default('https://kieai.redpandaai.co'),
+  KIE_WEBHOOK_HMAC_KEY: z.string().min(1).optional(),
+  AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (HS256 needs 256 bits)').optional(),
+  AUTH_JWKS_URL: url.optional(),
+  AUTH_JWT_ISSUER: z.string().min(1).optional(),
+  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+  POLL_INTERVAL_MS: intFrom(10).default(1000),
+  POLL_MIN_DELAY_MS: intFrom(0).default(30_000),
+  POLL_MAX_DELAY_MS: intFrom(1).default(300_000),
+  TASK_TIMEOUT_MS: intFrom(1).default(1_800_000),
+  SUBMIT_GRACE_MS: intFrom(1).default(600_000),
+  KIE_REQUEST_TIMEOUT_MS: intFrom(1).default(30_000),
+  KIE_MAX_CREATES_PER_10S: intFrom(1).default(20),
+  KIE_MAX_QUERIES_PER_S: intFrom(1).default(10),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  SIMULATOR_STEP_MS: intFrom(1).default(3000),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  MAX_SOCKETS_PER_USER: intFrom(1).default(100),
+  MAX_SUBSCRIPTIONS_PER_SOCKET: intFrom(1).default(50),
+  MAX_PENDING_SUBMITS: intFrom(1).default(10_000),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+export interface Config {
+  nodeEnv: 'development' | 'production' | 'test';
+  port: number;
+  host: string;
+  /** Base URL kie uses to reach the callback endpoint; undefined means "derive from the bound port". */
+  publicUrl: string | undefined;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  kie: {
+    /** undefined: run the built-in simulator mounted in this gateway. */
+    apiKey: string | undefined;
+    apiUrl: string;
+    uploadUrl: string;
+    webhookHmacKey: string | undefined;
+    requestTimeoutMs: number;
+    maxCreatesPer10s: number;
+    maxQueriesPerSecond: number;
+  };
+  auth:
+    | { mode: 'development' }
+    | { mode: 'secret'; secret: string; issuer?: string; audience?: string }
+    | { mode: 'jwks'; jwksUrl: string; issuer?: string; audience?: string };
+  poller: {
+    intervalMs: number;
+    minDelayMs: number;
+    maxDelayMs: number;
+    taskTimeoutMs: number;
+    /** How long a submit with an unknown outcome may wait for kie's callback to claim it. */
+    submitGraceMs: number;
+    maxPendingSubmits: number;
+  };
+  redisUrl: string | undefined;
+  simulatorStepMs: number;
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  limits: { maxSocketsPerUser: number; maxSubscriptionsPerSocket: number };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses an environment into a Config, or throws a ConfigError whose message is one line. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings mean "unset", as docker-compose passes `${VAR:-}` through.
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = issue?.path.join('.') ?? 'environment';
+    throw new ConfigError(`Invalid configuration: ${variable} ${issue?.message ?? 'is invalid'}`);
+  }
+  const e = parsed.data;
+  if (e.POLL_MAX_DELAY_MS < e.POLL_MIN_DELAY_MS) {
+    throw new ConfigError('Invalid configuration: POLL_MAX_DELAY_MS must be at least POLL_MIN_DELAY_MS');
+  }
+  if (e.AUTH_JWT_SECRET && e.AUTH_JWKS_URL) {
+    throw new ConfigError('Invalid configuration: set AUTH_JWT_SECRET or AUTH_JWKS_URL, not both');
+  }
+  const claims = { issuer: e.AUTH_JWT_ISSUER, audience: e.AUTH_JWT_AUDIENCE };
+  const auth: Config['auth'] = e.AUTH_JWT_SECRET
+    ? { mode: 'secret', secret: e.AUTH_JWT_SECRET, ...claims }
+    : e.AUTH_JWKS_URL
+      ? { mode: 'jwks', jwksUrl: e.AUTH_JWKS_URL, ...claims }
+      : { mode: 'development' };
+
+  if (e.NODE_ENV === 'production') {
+    if (auth.mode === 'development') {
+      throw new ConfigError(
+        'Invalid configuration: NODE_ENV=production needs AUTH_JWT_SECRET or AUTH_JWKS_URL (development tokens are refused)',
+      );
+    }
+    if (!e.KIE_API_KEY) {
+      throw new ConfigError(
+        'Invalid configuration: NODE_ENV=production needs KIE_API_KEY (the built-in simulator is refused)',
+      );
+    }
+  }
+
+  return {
+    nodeEnv: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.DATA_DIR,
+    kie: {
+      apiKey: e.KIE_API_KEY,
+      apiUrl: e.KIE_API_URL.replace(/\/+$/, ''),
+      uploadUrl: e.KIE_UPLOAD_URL.replace(/\/+$/, ''),
+      webhookHmacKey: e.KIE_WEBHOOK_HMAC_KEY,
+      requestTimeoutMs: e.KIE_REQUEST_TIMEOUT_MS,
+      maxCreatesPer10s: e.KIE_MAX_CREATES_PER_10S,
+      maxQueriesPerSecond: e.KIE_MAX_QUERIES_PER_S,
+    },
+    auth,
+    poller: {
+      intervalMs: e.POLL_INTERVAL_MS,
+      minDelayMs: e.POLL_MIN_DELAY_MS,
+      maxDelayMs: e.POLL_MAX_DELAY_MS,
+      taskTimeoutMs: e.TASK_TIMEOUT_MS,
+      submitGraceMs: e.SUBMIT_GRACE_MS,
+      maxPendingSubmits: e.MAX_PENDING_SUBMITS,
+    },
+    redisUrl: e.REDIS_URL,
+    simulatorStepMs: e.SIMULATOR_STEP_MS,
+    logLevel: e.LOG_LEVEL,
+    limits: {
+      maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
+      maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
+    },
+  };
+}
