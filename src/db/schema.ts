@@ -1,0 +1,79 @@
+import { sql } from 'drizzle-orm';
+import { index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+
+// Millisecond precision: JavaScript dates carry milliseconds, and keyset cursors and `since` compare
+// timestamps that have made a round trip through a Date.
+const at = (name: string) => timestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
+
+/** Whether kie has the task: how far the single, paid createTask call got. */
+export const submitStatuses = ['queued', 'in_flight', 'unknown', 'accepted', 'refused'] as const;
+export type SubmitStatus = (typeof submitStatuses)[number];
+
+export const avatarTasks = pgTable(
+  'avatar_tasks',
+  {
+    id: uuid('id').primaryKey(),
+    userId: text('user_id').notNull(),
+    state: text('state', {
+      enum: ['PENDING', 'WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
+    }).notNull(),
+    model: text('model', { enum: ['PRO', 'STANDARD'] }).notNull(),
+    imageUrl: text('image_url').notNull(),
+    audioUrl: text('audio_url').notNull(),
+    prompt: text('prompt'),
+    idempotencyKey: text('idempotency_key'),
+    /** sha256 of the normalised input, to tell a retried create from a reused key. */
+    inputHash: text('input_hash').notNull(),
+    /** Random, URL-safe, 192 bits; part of the callback URL, so kie's callback proves which task it is for. */
+    callbackSecret: text('callback_secret').notNull(),
+    upstreamTaskId: text('upstream_task_id'),
+    resultUrls: jsonb('result_urls').$type<string[]>().notNull().default([]),
+    failureCode: text('failure_code'),
+    failureMessage: text('failure_message'),
+    version: integer('version').notNull().default(1),
+    submitStatus: text('submit_status', { enum: submitStatuses }).notNull().default('queued'),
+    submitAttempts: integer('submit_attempts').notNull().default(0),
+    submittedAt: at('submitted_at'),
+    /** When the submit loop or the poller should next look at this task; null when nothing is due. */
+    nextCheckAt: at('next_check_at'),
+    pollAttempts: integer('poll_attempts').notNull().default(0),
+    /** A poller or submitter instance holds the task until then, so two instances never work one task at once. */
+    leaseUntil: at('lease_until'),
+    createdAt: at('created_at').notNull(),
+    updatedAt: at('updated_at').notNull(),
+    completedAt: at('completed_at'),
+  },
+  (t) => [
+    // "A user's tasks, newest first", keyset-paginated by (created_at, id).
+    index('avatar_tasks_user_created_idx').on(t.userId, t.createdAt.desc(), t.id.desc()),
+    // `avatarTaskUpdated(since:)` replays a user's tasks by update time.
+    index('avatar_tasks_user_updated_idx').on(t.userId, t.updatedAt),
+    // "Tasks due for the poller or the submit loop": only unfinished tasks are in this partial index.
+    index('avatar_tasks_due_idx').on(t.nextCheckAt).where(sql`${t.state} not in ('SUCCEEDED', 'FAILED')`),
+    uniqueIndex('avatar_tasks_user_idempotency_key_idx')
+      .on(t.userId, t.idempotencyKey)
+      .where(sql`${t.idempotencyKey} is not null`),
+    uniqueIndex('avatar_tasks_upstream_task_id_idx').on(t.upstreamTaskId),
+  ],
+);
+
+export const avatarTaskEvents = pgTable(
+  'avatar_task_events',
+  {
+    taskId: uuid('task_id')
+      .notNull()
+      .references(() => avatarTasks.id, { onDelete: 'cascade' }),
+    version: integer('version').notNull(),
+    state: text('state', {
+      enum: ['PENDING', 'WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
+    }).notNull(),
+    source: text('source', { enum: ['MUTATION', 'CALLBACK', 'POLLER', 'TIMEOUT'] }).notNull(),
+    message: text('message'),
+    at: at('at').notNull(),
+  },
+  // One event per version: a second writer of the same version fails instead of forking the history.
+  (t) => [uniqueIndex('avatar_task_events_task_version_idx').on(t.taskId, t.version)],
+);
+
+export type AvatarTaskRow = typeof avatarTasks.$inferSelect;
+export type AvatarTaskEventRow = typeof avatarTaskEvents.$inferSelect;
