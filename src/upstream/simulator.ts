@@ -1,0 +1,476 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createServerAdapter } from '@whatwg-node/server';
+import { z } from 'zod';
+
+export type SimulatedOutcome = 'success' | 'fail';
+export type CallbackMode = 'normal' | 'drop' | 'duplicate' | 'late';
+
+/** Mutable at runtime (tests flip them); each task snapshots them when it is created. */
+export interface SimulatorKnobs {
+  /** Time each task spends in waiting, queuing and generating before its terminal state. */
+  stepMs: number;
+  outcome: SimulatedOutcome;
+  /** duplicate: the callback is sent twice; late: it is sent `lateMs` after the task ended. */
+  callbackMode: CallbackMode;
+  lateMs: number;
+  /** Each createTask takes the first code and answers with it instead of creating a task. */
+  createErrors: number[];
+  /** The task is created, then the answer waits this long: a submit that times out but did happen. */
+  createDelayMs: number;
+  /** Each recordInfo takes the first code and answers with it. */
+  queryErrors: number[];
+}
+
+export interface SimulatorStats {
+  creates: number;
+  createRequests: number;
+  queries: number;
+  callbacksSent: number;
+}
+
+export interface KieSimulatorOptions {
+  knobs?: Partial<SimulatorKnobs>;
+  /** Absolute URL where the simulator itself is reachable; result videos are `${resultBaseUrl}/results/<taskId>.mp4`. */
+  resultBaseUrl: string;
+  /** When set, callbacks are signed like kie's webhook HMAC. */
+  hmacKey?: string;
+  /** When set, only this bearer is accepted; otherwise any non-empty one is. */
+  apiKey?: string;
+  fetchImpl?: typeof fetch;
+}
+
+export type SimulatedState = 'waiting' | 'queuing' | 'generating' | 'success' | 'fail';
+
+export interface KieSimulator {
+  /** `pathname` is relative to the simulator root: whoever mounts it under a prefix strips the prefix. */
+  handle(request: Request, pathname: string): Promise<Response>;
+  readonly knobs: SimulatorKnobs;
+  readonly stats: SimulatorStats;
+  taskState(taskId: string): SimulatedState | undefined;
+  /** Stops all timers; pending callbacks are not sent and delayed answers are released. */
+  close(): void;
+}
+
+export interface SimulatorServer {
+  /** No trailing slash. */
+  url: string;
+  simulator: KieSimulator;
+  close(): Promise<void>;
+}
+
+const models = ['kling/ai-avatar-pro', 'kling/ai-avatar-standard'] as const;
+type Model = (typeof models)[number];
+
+// What kie charges per output second; the sample video is 2 s long.
+const creditsPerSecond: Record<Model, number> = { 'kling/ai-avatar-pro': 16, 'kling/ai-avatar-standard': 8 };
+const sampleSeconds = 2;
+const duplicateGapMs = 20;
+// kie's own callback timeout elsewhere; a receiver that hangs must not pin a socket forever.
+const callbackTimeoutMs = 15_000;
+
+const errorMessages: Record<number, string> = {
+  400: 'invalid json',
+  401: 'You do not have access permissions',
+  402: 'Credits insufficient',
+  404: 'Task not found',
+  422: 'Validation error',
+  429: 'Rate limited, please try again later',
+  433: 'Sub-key usage limit exceeded',
+  455: 'Service unavailable (maintenance)',
+  500: 'Server error, please try again later',
+  501: 'Generation failed',
+  505: 'Feature disabled',
+};
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+const httpUrl = z.string().refine(isHttpUrl, { message: 'must be an http(s) URL' });
+
+const createTaskBody = z.object({
+  model: z.enum(models),
+  callBackUrl: httpUrl.optional(),
+  input: z.object({
+    image_url: httpUrl,
+    audio_url: httpUrl,
+    prompt: z.string().max(5000).optional(),
+  }),
+});
+
+interface SimTask {
+  taskId: string;
+  model: Model;
+  param: string;
+  callBackUrl: string | undefined;
+  createTime: number;
+  stepMs: number;
+  outcome: SimulatedOutcome;
+  // Set when the terminal timer fires, so a receiver that queries right after a callback never sees an
+  // earlier state because of clock rounding between setTimeout and Date.now().
+  ended: boolean;
+}
+
+const sampleUrl = new URL('../../assets/sample.mp4', import.meta.url);
+let samplePromise: Promise<Uint8Array<ArrayBuffer>> | undefined;
+
+function loadSample(): Promise<Uint8Array<ArrayBuffer>> {
+  // A copy typed as ArrayBuffer-backed: BodyInit refuses Buffer, whose backing store may be a SharedArrayBuffer.
+  samplePromise ??= readFile(sampleUrl).then((buffer) => new Uint8Array(buffer));
+  return samplePromise;
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+}
+
+/** kie's envelope; errors also carry their code as the HTTP status when it is one, since sources disagree. */
+function envelope(code: number, msg: string, data: unknown = null): Response {
+  return json({ code, msg, data }, code >= 400 && code <= 599 ? code : 200);
+}
+
+function errorEnvelope(code: number, msg?: string): Response {
+  return envelope(code, msg ?? errorMessages[code] ?? `Error ${code}`);
+}
+
+type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
+
+/** A single `bytes=` range; anything else is ignored and the whole file is served, as RFC 9110 allows. */
+function parseRange(header: string | null, size: number): ByteRange {
+  if (!header) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match) return undefined;
+  const [, first = '', last = ''] = match;
+  if (first === '' && last === '') return undefined;
+  if (first === '') {
+    const suffix = Number(last);
+    if (suffix === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(first);
+  const end = last === '' ? size - 1 : Math.min(Number(last), size - 1);
+  if (last !== '' && Number(last) < start) return undefined;
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
+  const knobs: SimulatorKnobs = {
+    stepMs: options.knobs?.stepMs ?? 3000,
+    outcome: options.knobs?.outcome ?? 'success',
+    callbackMode: options.knobs?.callbackMode ?? 'normal',
+    lateMs: options.knobs?.lateMs ?? 0,
+    createErrors: [...(options.knobs?.createErrors ?? [])],
+    createDelayMs: options.knobs?.createDelayMs ?? 0,
+    queryErrors: [...(options.knobs?.queryErrors ?? [])],
+  };
+  const stats: SimulatorStats = { creates: 0, createRequests: 0, queries: 0, callbacksSent: 0 };
+  const tasks = new Map<string, SimTask>();
+  const timers = new Set<NodeJS.Timeout>();
+  const releases = new Set<() => void>();
+  const closing = new AbortController();
+  const fetchImpl = options.fetchImpl ?? fetch;
+  const resultBaseUrl = options.resultBaseUrl.replace(/\/+$/, '');
+  const startedAt = Date.now();
+  let closed = false;
+
+  function later(ms: number, fn: () => void): void {
+    if (closed) return;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      fn();
+    }, ms);
+    timer.unref();
+    timers.add(timer);
+  }
+
+  /** Resolves after `ms`, or earlier when the client went away or the simulator closes. */
+  function pause(ms: number, signal: AbortSignal): Promise<void> {
+    if (ms <= 0 || closed || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(release, ms);
+      timer.unref();
+      function release(): void {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', release);
+        releases.delete(release);
+        resolve();
+      }
+      signal.addEventListener('abort', release, { once: true });
+      releases.add(release);
+    });
+  }
+
+  function stateOf(task: SimTask, now = Date.now()): SimulatedState {
+    if (task.ended || now - task.createTime >= 3 * task.stepMs) return task.outcome;
+    const step = Math.floor((now - task.createTime) / task.stepMs);
+    return step <= 0 ? 'waiting' : step === 1 ? 'queuing' : 'generating';
+  }
+
+  function resultUrl(taskId: string): string {
+    return `${resultBaseUrl}/results/${taskId}.mp4`;
+  }
+
+  /** The fields recordInfo and the callback share once a task has ended. */
+  function terminalFields(task: SimTask): Record<string, unknown> {
+    const completeTime = task.createTime + 3 * task.stepMs;
+    const costTime = Math.max(1, Math.round((3 * task.stepMs) / 1000));
+    if (task.outcome === 'success') {
+      return {
+        resultJson: JSON.stringify({ resultUrls: [resultUrl(task.taskId)] }),
+        consumeCredits: creditsPerSecond[task.model] * sampleSeconds,
+        costTime,
+        completeTime,
+      };
+    }
+    return {
+      resultJson: '',
+      failCode: '500',
+      failMsg: 'Simulated generation failure',
+      consumeCredits: 0,
+      costTime,
+      completeTime,
+    };
+  }
+
+  function record(task: SimTask): Record<string, unknown> {
+    const now = Date.now();
+    const state = stateOf(task, now);
+    const terminal = state === 'success' || state === 'fail';
+    const steps = terminal ? 3 : Math.min(2, Math.floor((now - task.createTime) / task.stepMs));
+    return {
+      taskId: task.taskId,
+      model: task.model,
+      state,
+      param: task.param,
+      resultJson: '',
+      costTime: 0,
+      createTime: task.createTime,
+      updateTime: task.createTime + steps * task.stepMs,
+      ...(terminal ? terminalFields(task) : {}),
+    };
+  }
+
+  async function sendCallback(task: SimTask, url: string): Promise<void> {
+    const success = task.outcome === 'success';
+    const body = JSON.stringify({
+      code: success ? 200 : 501,
+      msg: success ? 'Playground task completed successfully.' : 'Playground task failed.',
+      data: {
+        taskId: task.taskId,
+        model: task.model,
+        state: task.outcome,
+        ...terminalFields(task),
+        createTime: task.createTime,
+      },
+    });
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (options.hmacKey !== undefined) {
+      const timestamp = String(Math.floor(Date.now() / 1000));
+      headers['X-Webhook-Timestamp'] = timestamp;
+      headers['X-Webhook-Signature'] = createHmac('sha256', options.hmacKey)
+        .update(`${task.taskId}.${timestamp}`)
+        .digest('base64');
+    }
+    stats.callbacksSent++;
+    try {
+      const response = await fetchImpl(url, {
+        method: 'POST',
+        headers,
+        body,
+        signal: AbortSignal.any([closing.signal, AbortSignal.timeout(callbackTimeoutMs)]),
+      });
+      // Drain so the keep-alive socket goes back to the pool.
+      await response.arrayBuffer();
+    } catch {
+      // kie does not retry a failed callback; the gateway's poller is the fallback.
+    }
+  }
+
+  function scheduleEnd(task: SimTask, mode: CallbackMode, lateMs: number): void {
+    const endMs = 3 * task.stepMs;
+    later(endMs, () => {
+      task.ended = true;
+    });
+    const url = task.callBackUrl;
+    if (url === undefined || mode === 'drop') return;
+    const send = () => void sendCallback(task, url);
+    if (mode === 'late') {
+      later(endMs + Math.max(0, lateMs), send);
+      return;
+    }
+    later(endMs, send);
+    if (mode === 'duplicate') later(endMs + duplicateGapMs, send);
+  }
+
+  function authorized(request: Request): boolean {
+    const match = /^Bearer\s+(\S.*)$/i.exec(request.headers.get('authorization') ?? '');
+    const token = match?.[1]?.trim();
+    if (!token) return false;
+    return options.apiKey === undefined || token === options.apiKey;
+  }
+
+  async function createTask(request: Request): Promise<Response> {
+    stats.createRequests++;
+    if (!authorized(request)) return errorEnvelope(401);
+    const injected = knobs.createErrors.shift();
+    if (injected !== undefined) return errorEnvelope(injected);
+
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await request.text());
+    } catch {
+      return errorEnvelope(400, 'invalid json');
+    }
+    const parsed = createTaskBody.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = issue?.path.join('.') || 'body';
+      return errorEnvelope(422, `${where}: ${issue?.message ?? 'invalid'}`);
+    }
+    const body = parsed.data;
+
+    const createTime = Date.now();
+    const taskId = `task_kling_${createTime}_${randomBytes(5).toString('hex')}`;
+    const task: SimTask = {
+      taskId,
+      model: body.model,
+      param: JSON.stringify(raw),
+      callBackUrl: body.callBackUrl,
+      createTime,
+      stepMs: Math.max(1, knobs.stepMs),
+      outcome: body.input.prompt?.includes('[fail]') ? 'fail' : knobs.outcome,
+      ended: false,
+    };
+    tasks.set(taskId, task);
+    stats.creates++;
+    scheduleEnd(task, knobs.callbackMode, knobs.lateMs);
+
+    await pause(knobs.createDelayMs, request.signal);
+    return envelope(200, 'success', { taskId });
+  }
+
+  function recordInfo(request: Request): Response {
+    stats.queries++;
+    if (!authorized(request)) return errorEnvelope(401);
+    const injected = knobs.queryErrors.shift();
+    if (injected !== undefined) return errorEnvelope(injected);
+    const taskId = new URL(request.url).searchParams.get('taskId');
+    if (!taskId) return errorEnvelope(422, 'taskId is required');
+    const task = tasks.get(taskId);
+    if (!task) return errorEnvelope(404, `Task not found: ${taskId}`);
+    return envelope(200, 'success', record(task));
+  }
+
+  /**
+   * Known tasks serve once they succeeded. An id in this simulator's format minted before this instance
+   * started also serves: the gateway keeps result URLs in its database across restarts, the simulator's
+   * memory does not, and the demo's video links should keep playing.
+   */
+  function servesResult(taskId: string): boolean {
+    const task = tasks.get(taskId);
+    if (task) return stateOf(task) === 'success';
+    const minted = /^task_kling_(\d+)_[0-9a-f]+$/.exec(taskId);
+    return minted !== null && Number(minted[1]) < startedAt;
+  }
+
+  async function result(request: Request, taskId: string): Promise<Response> {
+    if (!servesResult(taskId)) return errorEnvelope(404, 'Result not found');
+    const bytes = await loadSample();
+    const size = bytes.byteLength;
+    const headers: Record<string, string> = {
+      'content-type': 'video/mp4',
+      'accept-ranges': 'bytes',
+      'cache-control': 'public, max-age=86400',
+    };
+    const head = request.method === 'HEAD';
+    const range = parseRange(request.headers.get('range'), size);
+    if (range === 'unsatisfiable') {
+      return new Response(null, { status: 416, headers: { ...headers, 'content-range': `bytes */${size}` } });
+    }
+    if (range === undefined) {
+      headers['content-length'] = String(size);
+      return new Response(head ? null : bytes, { status: 200, headers });
+    }
+    headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`;
+    headers['content-length'] = String(range.end - range.start + 1);
+    return new Response(head ? null : bytes.slice(range.start, range.end + 1), { status: 206, headers });
+  }
+
+  async function handle(request: Request, pathname: string): Promise<Response> {
+    const method = request.method;
+    if (method === 'POST' && pathname === '/api/v1/jobs/createTask') return createTask(request);
+    if (method === 'GET' && pathname === '/api/v1/jobs/recordInfo') return recordInfo(request);
+    if (method === 'GET' && pathname === '/api/v1/chat/credit') {
+      return authorized(request) ? envelope(200, 'success', 1000) : errorEnvelope(401);
+    }
+    const resultMatch = /^\/results\/([^/]+)\.mp4$/.exec(pathname);
+    if ((method === 'GET' || method === 'HEAD') && resultMatch?.[1]) {
+      return result(request, resultMatch[1]);
+    }
+    return errorEnvelope(404, 'Not found');
+  }
+
+  return {
+    handle,
+    knobs,
+    stats,
+    taskState(taskId) {
+      const task = tasks.get(taskId);
+      return task ? stateOf(task) : undefined;
+    },
+    close() {
+      closed = true;
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      for (const release of [...releases]) release();
+      closing.abort();
+    },
+  };
+}
+
+/** A standalone simulator on its own node:http server, for tests and for pointing KIE_API_URL at. */
+export async function startSimulatorServer(
+  options: Omit<KieSimulatorOptions, 'resultBaseUrl'> & { host?: string; port?: number },
+): Promise<SimulatorServer> {
+  const { host = '127.0.0.1', port = 0, ...simulatorOptions } = options;
+  let simulator: KieSimulator | undefined;
+  const adapter = createServerAdapter((request: Request) => {
+    if (!simulator) return errorEnvelope(455);
+    return simulator.handle(request, new URL(request.url).pathname);
+  });
+  const server = createServer(adapter);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  // A wildcard bind is reachable on loopback; that is the address callers of a local fake can use.
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  const url = `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${address.port}`;
+  simulator = createKieSimulator({ ...simulatorOptions, resultBaseUrl: url });
+  const started = simulator;
+  return {
+    url,
+    simulator: started,
+    async close() {
+      started.close();
+      await new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeAllConnections();
+      });
+      await adapter.dispose();
+    },
+  };
+}
