@@ -1,0 +1,42 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** One registry per gateway instance, so two instances in one test process don't share counters. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    upstreamCalls: new Counter({
+      name: 'avatar_gateway_upstream_calls_total',
+      help: 'Calls to kie, by operation and kie code (0: no answer)',
+      labelNames: ['operation', 'code'] as const,
+      registers: [registry],
+    }),
+    upstreamDuration: new Histogram({
+      name: 'avatar_gateway_upstream_call_seconds',
+      help: 'Duration of calls to kie',
+      labelNames: ['operation'] as const,
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    callbacks: new Counter({
+      name: 'avatar_gateway_callbacks_total',
+      help: 'Callbacks received, by HTTP status answered',
+      labelNames: ['status'] as const,
+      registers: [registry],
+    }),
+    transitions: new Counter({
+      name: 'avatar_gateway_task_transitions_total',
+      help: 'Task state changes, by new state and source',
+      labelNames: ['state', 'source'] as const,
+      registers: [registry],
+    }),
+    activeSubscriptions: new Gauge({
+      name: 'avatar_gateway_active_subscriptions',
+      help: 'avatarTaskUpdated subscriptions currently open',
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,158 @@
+import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.js';
+import type { UpstreamSnapshot } from '../tasks/states.js';
+import { KieError, kindForCode } from './errors.js';
+import type { SlidingWindowLimiter } from './rate-limiter.js';
+import { parseUpstreamRecord } from './record.js';
+
+export type KieModel = 'kling/ai-avatar-pro' | 'kling/ai-avatar-standard';
+
+export interface CreateTaskRequest {
+  model: KieModel;
+  callBackUrl: string;
+  input: { image_url: string; audio_url: string; prompt: string };
+}
+
+export interface KieClientOptions {
+  apiUrl: string;
+  apiKey: string;
+  timeoutMs: number;
+  /** kie's query limit, shared by every caller in this process. */
+  queryLimiter: SlidingWindowLimiter;
+  logger: Logger;
+  metrics: Metrics;
+  fetchImpl?: typeof fetch;
+}
+
+// Errors thrown by fetch before a byte reached kie: resending is safe even for a paid create.
+const notSentCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+const QUERY_ATTEMPTS = 3;
+
+export class KieClient {
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly options: KieClientOptions) {
+    this.fetch = options.fetchImpl ?? fetch;
+  }
+
+  /**
+   * Submits one paid task. Never retried here: a retry after an unknown outcome could pay twice, so the
+   * caller decides from the error's kind. The caller also takes the slot in kie's create limit, because it
+   * must know before it stores a task whether the task can be sent now.
+   */
+  async createTask(request: CreateTaskRequest): Promise<{ taskId: string }> {
+    const data = await this.call('createTask', 'POST', '/api/v1/jobs/createTask', request);
+    const taskId = (data as { taskId?: unknown } | null)?.taskId;
+    if (typeof taskId !== 'string' || taskId === '') {
+      // kie said 200 but gave no id: it may well have created the task.
+      throw new KieError('unknown_outcome', 200, 'kie accepted the task but returned no taskId');
+    }
+    return { taskId };
+  }
+
+  /** The poller's source of truth. Retries retryable failures with jittered backoff, within the query limit. */
+  async recordInfo(taskId: string): Promise<UpstreamSnapshot> {
+    for (let attempt = 1; ; attempt++) {
+      await this.options.queryLimiter.take();
+      try {
+        const data = await this.call(
+          'recordInfo',
+          'GET',
+          `/api/v1/jobs/recordInfo?taskId=${encodeURIComponent(taskId)}`,
+        );
+        return parseUpstreamRecord(data);
+      } catch (error) {
+        const retry =
+          error instanceof KieError &&
+          (error.retryable || error.kind === 'unknown_outcome') &&
+          attempt < QUERY_ATTEMPTS;
+        if (!retry) throw error;
+        await sleep(jitteredBackoffMs(attempt));
+      }
+    }
+  }
+
+  /** Credits left on the account. */
+  async credits(): Promise<number> {
+    await this.options.queryLimiter.take();
+    const data = await this.call('credit', 'GET', '/api/v1/chat/credit');
+    return Number(data);
+  }
+
+  private async call(
+    operation: string,
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+  ): Promise<unknown> {
+    const started = performance.now();
+    let code = 0;
+    try {
+      let response: Response;
+      try {
+        response = await this.fetch(`${this.options.apiUrl}${path}`, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.options.apiKey}`,
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(this.options.timeoutMs),
+        });
+      } catch (error) {
+        throw networkError(error);
+      }
+      const text = await response.text().catch(() => '');
+      const envelope = parseEnvelope(text);
+      code = envelope?.code ?? response.status;
+      if (response.ok && code === 200) return envelope?.data ?? null;
+      if (!envelope && response.ok) {
+        throw new KieError('unknown_outcome', response.status, 'kie answered with a body that is not JSON');
+      }
+      const message = envelope?.message ?? `HTTP ${response.status}`;
+      throw new KieError(kindForCode(code), code, `kie ${code}: ${message}`);
+    } finally {
+      const seconds = (performance.now() - started) / 1000;
+      this.options.metrics.upstreamCalls.inc({ operation, code: String(code) });
+      this.options.metrics.upstreamDuration.observe({ operation }, seconds);
+      this.options.logger.info(
+        { upstream: { operation, method, code, ms: Math.round(seconds * 1000) } },
+        'kie call',
+      );
+    }
+  }
+}
+
+function parseEnvelope(
+  text: string,
+): { code: number | undefined; message: string | undefined; data: unknown } | null {
+  try {
+    const value = JSON.parse(text) as { code?: unknown; msg?: unknown; message?: unknown; data?: unknown };
+    if (typeof value !== 'object' || value === null) return null;
+    const message =
+      typeof value.msg === 'string'
+        ? value.msg
+        : typeof value.message === 'string'
+          ? value.message
+          : undefined;
+    return { code: typeof value.code === 'number' ? value.code : undefined, message, data: value.data };
+  } catch {
+    return null;
+  }
+}
+
+function networkError(error: unknown): KieError {
+  const cause = (error as { cause?: { code?: string } } | undefined)?.cause;
+  if (cause?.code && notSentCodes.has(cause.code)) {
+    return new KieError('retryable', 0, `kie unreachable (${cause.code})`);
+  }
+  const reason = error instanceof Error && error.name === 'TimeoutError' ? 'timed out' : 'connection failed';
+  return new KieError('unknown_outcome', 0, `kie call ${reason} before an answer`);
+}
+
+export function jitteredBackoffMs(attempt: number, baseMs = 200, capMs = 5000): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** (attempt - 1));
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
