@@ -1,0 +1,58 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * The bus only says "task X of user U reached version N". The database row stays the truth: a subscriber
+ * re-reads it, so a signal can be small, late or repeated without harm.
+ */
+export interface TaskSignal {
+  taskId: string;
+  userId: string;
+  version: number;
+}
+
+export interface EventBus {
+  /** Called after the change has committed. */
+  publish(signal: TaskSignal): Promise<void>;
+  /** Every signal, from this instance and from others. */
+  onSignal(listener: (signal: TaskSignal) => void): void;
+  /** Signals may have been lost (the listening connection dropped): every subscriber should re-read. */
+  onResync(listener: () => void): void;
+  close(): Promise<void>;
+}
+
+export function parseSignal(payload: string): TaskSignal | null {
+  try {
+    const value = JSON.parse(payload) as Partial<TaskSignal>;
+    if (
+      typeof value.taskId === 'string' &&
+      typeof value.userId === 'string' &&
+      typeof value.version === 'number'
+    ) {
+      return { taskId: value.taskId, userId: value.userId, version: value.version };
+    }
+  } catch {
+    // A foreign or truncated payload on our channel: ignored, subscribers re-read on the next signal anyway.
+  }
+  return null;
+}
+
+/** For the embedded database, where there is only ever one instance. */
+export class InProcessEventBus implements EventBus {
+  private readonly emitter = new EventEmitter().setMaxListeners(0);
+
+  async publish(signal: TaskSignal): Promise<void> {
+    this.emitter.emit('signal', signal);
+  }
+
+  onSignal(listener: (signal: TaskSignal) => void): void {
+    this.emitter.on('signal', listener);
+  }
+
+  onResync(listener: () => void): void {
+    this.emitter.on('resync', listener);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}

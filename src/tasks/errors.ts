@@ -1,0 +1,70 @@
+/**
+ * Expected failures of the task domain. The GraphQL layer exposes each as an error member with a stable
+ * `code`; nothing here knows about GraphQL.
+ */
+
+export abstract class TaskError extends Error {
+  abstract readonly code: string;
+}
+
+export class InvalidInputError extends TaskError {
+  override name = 'InvalidInputError';
+  readonly code = 'INVALID_INPUT';
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class IdempotencyKeyReusedError extends TaskError {
+  override name = 'IdempotencyKeyReusedError';
+  readonly code = 'IDEMPOTENCY_KEY_REUSED';
+  constructor() {
+    super('This idempotencyKey was already used with a different input');
+  }
+}
+
+export class InsufficientCreditsError extends TaskError {
+  override name = 'InsufficientCreditsError';
+  readonly code = 'INSUFFICIENT_CREDITS';
+}
+
+export class UpstreamRejectedError extends TaskError {
+  override name = 'UpstreamRejectedError';
+  readonly code = 'UPSTREAM_REJECTED';
+}
+
+export class RateLimitedError extends TaskError {
+  override name = 'RateLimitedError';
+  readonly code = 'RATE_LIMITED';
+  constructor(readonly retryAfterSeconds: number) {
+    super(`Too many tasks submitted; retry in ${retryAfterSeconds} s`);
+  }
+}
+
+export class UpstreamUnavailableError extends TaskError {
+  override name = 'UpstreamUnavailableError';
+  readonly code = 'UPSTREAM_UNAVAILABLE';
+}
+
+/** A callback names a kie task that is not the one this task was submitted as. */
+export class UpstreamTaskMismatchError extends Error {
+  override name = 'UpstreamTaskMismatchError';
+}
+
+/** Failure codes a task can end with, beyond the error members above. */
+export const failureCodes = {
+  generationFailed: 'GENERATION_FAILED',
+  timeout: 'TIMEOUT',
+  submitUnconfirmed: 'SUBMIT_UNCONFIRMED',
+} as const;
+
+/** Missing, or not the viewer's: the two are deliberately indistinguishable. */
+export class TaskNotFoundError extends Error {
+  override name = 'TaskNotFoundError';
+  constructor() {
+    super('No such avatar task');
+  }
+}

@@ -1,0 +1,284 @@
+import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, notInArray, or, sql } from 'drizzle-orm';
+import type { Database } from '../db/connection.js';
+import { type AvatarTaskEventRow, type AvatarTaskRow, avatarTaskEvents, avatarTasks } from '../db/schema.js';
+import {
+  type AvatarTaskEventSource,
+  type AvatarTaskState,
+  isForward,
+  isTerminal,
+  type TaskTarget,
+} from './states.js';
+
+export type NewTask = Omit<
+  typeof avatarTasks.$inferInsert,
+  'version' | 'state' | 'createdAt' | 'updatedAt' | 'submitStatus'
+>;
+
+/** Columns a change may set besides the state; they never bump the version on their own. */
+export type TaskPatch = Partial<
+  Pick<
+    AvatarTaskRow,
+    | 'upstreamTaskId'
+    | 'submitStatus'
+    | 'submittedAt'
+    | 'nextCheckAt'
+    | 'pollAttempts'
+    | 'leaseUntil'
+    | 'submitAttempts'
+  >
+>;
+
+export interface TaskDecision {
+  target?: TaskTarget | undefined;
+  patch?: TaskPatch | undefined;
+}
+
+export interface TransitionResult {
+  task: AvatarTaskRow;
+  /** The state changed (and so the version did). */
+  changed: boolean;
+}
+
+export interface TaskPage {
+  tasks: AvatarTaskRow[];
+  hasNextPage: boolean;
+}
+
+export interface TaskCursor {
+  createdAt: Date;
+  id: string;
+}
+
+const terminalStates: AvatarTaskState[] = ['SUCCEEDED', 'FAILED'];
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export const isTaskId = (id: string) => uuidPattern.test(id);
+
+/** The only module that touches the task tables. */
+export class TaskRepository {
+  constructor(private readonly db: Database) {}
+
+  /**
+   * Stores a new PENDING task with its first event. With an idempotency key already used by this user the
+   * insert does nothing and returns null, so the caller reads the existing task.
+   */
+  async insert(task: NewTask, now: Date): Promise<AvatarTaskRow | null> {
+    return this.db.transaction(async (tx) => {
+      const [row] = await tx
+        .insert(avatarTasks)
+        .values({
+          ...task,
+          state: 'PENDING',
+          version: 1,
+          submitStatus: 'queued',
+          createdAt: now,
+          updatedAt: now,
+        })
+        .onConflictDoNothing()
+        .returning();
+      if (!row) return null;
+      await tx
+        .insert(avatarTaskEvents)
+        .values({ taskId: row.id, version: 1, state: 'PENDING', source: 'MUTATION', at: now, message: null });
+      return row;
+    });
+  }
+
+  async findById(id: string): Promise<AvatarTaskRow | undefined> {
+    if (!isTaskId(id)) return undefined;
+    const [row] = await this.db.select().from(avatarTasks).where(eq(avatarTasks.id, id));
+    return row;
+  }
+
+  /** A task as its owner sees it: another user's id is indistinguishable from one that does not exist. */
+  async findForUser(userId: string, id: string): Promise<AvatarTaskRow | undefined> {
+    if (!isTaskId(id)) return undefined;
+    const [row] = await this.db
+      .select()
+      .from(avatarTasks)
+      .where(and(eq(avatarTasks.id, id), eq(avatarTasks.userId, userId)));
+    return row;
+  }
+
+  async findByIdempotencyKey(userId: string, key: string): Promise<AvatarTaskRow | undefined> {
+    const [row] = await this.db
+      .select()
+      .from(avatarTasks)
+      .where(and(eq(avatarTasks.userId, userId), eq(avatarTasks.idempotencyKey, key)));
+    return row;
+  }
+
+  /** A user's tasks, newest first, keyset-paginated on (created_at, id). */
+  async listForUser(
+    userId: string,
+    options: { first: number; after?: TaskCursor | undefined; states?: AvatarTaskState[] | undefined },
+  ): Promise<TaskPage> {
+    const { after, states } = options;
+    const rows = await this.db
+      .select()
+      .from(avatarTasks)
+      .where(
+        and(
+          eq(avatarTasks.userId, userId),
+          states && states.length > 0 ? inArray(avatarTasks.state, states) : undefined,
+          after
+            ? or(
+                lt(avatarTasks.createdAt, after.createdAt),
+                and(eq(avatarTasks.createdAt, after.createdAt), lt(avatarTasks.id, after.id)),
+              )
+            : undefined,
+        ),
+      )
+      .orderBy(desc(avatarTasks.createdAt), desc(avatarTasks.id))
+      .limit(options.first + 1);
+    return { tasks: rows.slice(0, options.first), hasNextPage: rows.length > options.first };
+  }
+
+  /** A user's tasks changed after `since`, oldest change first. */
+  async listUpdatedSince(userId: string, since: Date): Promise<AvatarTaskRow[]> {
+    return this.db
+      .select()
+      .from(avatarTasks)
+      .where(and(eq(avatarTasks.userId, userId), gt(avatarTasks.updatedAt, since)))
+      .orderBy(asc(avatarTasks.updatedAt), asc(avatarTasks.id));
+  }
+
+  async listEvents(taskId: string): Promise<AvatarTaskEventRow[]> {
+    return this.db
+      .select()
+      .from(avatarTaskEvents)
+      .where(eq(avatarTaskEvents.taskId, taskId))
+      .orderBy(asc(avatarTaskEvents.version));
+  }
+
+  async listEventsForTasks(taskIds: readonly string[]): Promise<AvatarTaskEventRow[]> {
+    if (taskIds.length === 0) return [];
+    return this.db
+      .select()
+      .from(avatarTaskEvents)
+      .where(inArray(avatarTaskEvents.taskId, [...taskIds]))
+      .orderBy(asc(avatarTaskEvents.taskId), asc(avatarTaskEvents.version));
+  }
+
+  /**
+   * The single place a task changes. Locks the row, lets `decide` look at it, and when the target state is
+   * forward writes the new state, bumps the version and appends one event, all in one transaction.
+   */
+  async transition(
+    id: string,
+    source: AvatarTaskEventSource,
+    decide: (task: AvatarTaskRow) => TaskDecision | null,
+    now: Date = new Date(),
+  ): Promise<TransitionResult | null> {
+    return this.db.transaction(async (tx) => {
+      const [task] = await tx.select().from(avatarTasks).where(eq(avatarTasks.id, id)).for('update');
+      if (!task) return null;
+      const decision = decide(task);
+      if (!decision) return { task, changed: false };
+      const target =
+        decision.target && isForward(task.state, decision.target.state) ? decision.target : undefined;
+      if (!target) {
+        if (!decision.patch || Object.keys(decision.patch).length === 0) return { task, changed: false };
+        const [patched] = await tx
+          .update(avatarTasks)
+          .set(decision.patch)
+          .where(eq(avatarTasks.id, id))
+          .returning();
+        return { task: patched ?? task, changed: false };
+      }
+      const version = task.version + 1;
+      const terminal = isTerminal(target.state);
+      const [updated] = await tx
+        .update(avatarTasks)
+        .set({
+          ...decision.patch,
+          state: target.state,
+          version,
+          updatedAt: now,
+          ...(target.resultUrls ? { resultUrls: target.resultUrls } : {}),
+          ...(target.failure
+            ? { failureCode: target.failure.code, failureMessage: target.failure.message }
+            : {}),
+          ...(terminal ? { completedAt: now, nextCheckAt: null, leaseUntil: null } : {}),
+        })
+        .where(eq(avatarTasks.id, id))
+        .returning();
+      await tx.insert(avatarTaskEvents).values({
+        taskId: id,
+        version,
+        state: target.state,
+        source,
+        at: now,
+        message: target.message ?? null,
+      });
+      return { task: updated ?? task, changed: true };
+    });
+  }
+
+  /** Sets columns that carry no state (scheduling, leases). */
+  async patch(id: string, patch: TaskPatch, onlyIf?: { submitStatus: AvatarTaskRow['submitStatus'] }) {
+    const [row] = await this.db
+      .update(avatarTasks)
+      .set(patch)
+      .where(
+        and(eq(avatarTasks.id, id), onlyIf ? eq(avatarTasks.submitStatus, onlyIf.submitStatus) : undefined),
+      )
+      .returning();
+    return row;
+  }
+
+  /**
+   * Takes the one right to send this task to kie: only a PENDING task still `queued` can be claimed, and
+   * the claim is a single conditional UPDATE, so two instances (or a mutation and the poller) never both win.
+   */
+  async claimSubmit(id: string, leaseMs: number, now: Date = new Date()): Promise<AvatarTaskRow | undefined> {
+    const leaseUntil = new Date(now.getTime() + leaseMs);
+    const [row] = await this.db
+      .update(avatarTasks)
+      .set({
+        submitStatus: 'in_flight',
+        submitAttempts: sql`${avatarTasks.submitAttempts} + 1`,
+        leaseUntil,
+        nextCheckAt: leaseUntil,
+      })
+      .where(
+        and(eq(avatarTasks.id, id), eq(avatarTasks.state, 'PENDING'), eq(avatarTasks.submitStatus, 'queued')),
+      )
+      .returning();
+    return row;
+  }
+
+  /**
+   * Leases up to `limit` unfinished tasks whose next check is due, skipping rows another instance holds,
+   * so several pollers never work the same task at once.
+   */
+  async claimDue(limit: number, leaseMs: number, now: Date = new Date()): Promise<AvatarTaskRow[]> {
+    if (limit <= 0) return [];
+    const due = this.db
+      .select({ id: avatarTasks.id })
+      .from(avatarTasks)
+      .where(
+        and(
+          notInArray(avatarTasks.state, terminalStates),
+          lte(avatarTasks.nextCheckAt, now),
+          or(isNull(avatarTasks.leaseUntil), lte(avatarTasks.leaseUntil, now)),
+        ),
+      )
+      .orderBy(asc(avatarTasks.nextCheckAt))
+      .limit(limit)
+      .for('update', { skipLocked: true });
+    return this.db
+      .update(avatarTasks)
+      .set({ leaseUntil: new Date(now.getTime() + leaseMs) })
+      .where(inArray(avatarTasks.id, due))
+      .returning();
+  }
+
+  async countQueuedSubmits(): Promise<number> {
+    const [row] = await this.db
+      .select({ count: sql<number>`count(*)::int` })
+      .from(avatarTasks)
+      .where(and(eq(avatarTasks.state, 'PENDING'), eq(avatarTasks.submitStatus, 'queued')));
+    return row?.count ?? 0;
+  }
+}

@@ -1,0 +1,337 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { AvatarTaskRow } from '../db/schema.js';
+import type { EventBus } from '../events/bus.js';
+import type { Metrics } from '../metrics.js';
+import { KieError } from '../upstream/errors.js';
+import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
+import type { SlidingWindowLimiter } from '../upstream/rate-limiter.js';
+import {
+  IdempotencyKeyReusedError,
+  InsufficientCreditsError,
+  InvalidInputError,
+  RateLimitedError,
+  UpstreamRejectedError,
+  UpstreamTaskMismatchError,
+  UpstreamUnavailableError,
+} from './errors.js';
+import type { TaskPatch, TaskRepository, TransitionResult } from './repository.js';
+import {
+  type AvatarTaskEventSource,
+  isTerminal,
+  type TaskFailure,
+  targetFromSnapshot,
+  type UpstreamSnapshot,
+} from './states.js';
+
+export type AvatarModel = 'PRO' | 'STANDARD';
+
+export interface CreateTaskInput {
+  imageUrl: string;
+  audioUrl: string;
+  prompt?: string | null | undefined;
+  model?: AvatarModel | null | undefined;
+  idempotencyKey?: string | null | undefined;
+}
+
+export const upstreamModels: Record<AvatarModel, KieModel> = {
+  PRO: 'kling/ai-avatar-pro',
+  STANDARD: 'kling/ai-avatar-standard',
+};
+
+const mediaUrl = z
+  .string()
+  .max(2048, 'must be at most 2048 characters')
+  .refine((value) => {
+    try {
+      const url = new URL(value);
+      return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  }, 'must be an absolute http or https URL');
+
+const inputSchema = z.object({
+  imageUrl: mediaUrl,
+  audioUrl: mediaUrl,
+  prompt: z.string().max(5000, 'must be at most 5000 characters').nullish(),
+  model: z.enum(['PRO', 'STANDARD']).nullish(),
+  idempotencyKey: z.string().min(1, 'must not be empty').max(255, 'must be at most 255 characters').nullish(),
+});
+
+export interface TaskServiceOptions {
+  repository: TaskRepository;
+  bus: EventBus;
+  kie: KieClient;
+  createLimiter: SlidingWindowLimiter;
+  logger: Logger;
+  metrics: Metrics;
+  /** Base URL kie reaches this gateway at; resolved late because the port may be chosen at start. */
+  publicUrl: () => string;
+  minPollDelayMs: number;
+  submitGraceMs: number;
+  submitLeaseMs: number;
+  maxPendingSubmits: number;
+}
+
+export type SubmitOutcome = 'accepted' | 'queued' | 'unknown' | 'refused' | 'not_claimed';
+
+/**
+ * The domain's one way in: the mutation, the callback route and the poller all change tasks through here,
+ * and every change is published on the bus after it commits.
+ */
+export class TaskService {
+  constructor(private readonly options: TaskServiceOptions) {}
+
+  get repository(): TaskRepository {
+    return this.options.repository;
+  }
+
+  /**
+   * Stores the task before kie hears of it, then submits it once. An idempotent retry returns the stored
+   * task and sends nothing. Refusals kie will repeat are thrown as typed errors (the task stays in the
+   * history as FAILED); temporary trouble leaves the task PENDING for the submit loop.
+   */
+  async create(userId: string, rawInput: CreateTaskInput): Promise<AvatarTaskRow> {
+    const input = validateInput(rawInput);
+    const inputHash = hashInput(input);
+    if (input.idempotencyKey) {
+      const existing = await this.options.repository.findByIdempotencyKey(userId, input.idempotencyKey);
+      if (existing) return sameInputOrThrow(existing, inputHash);
+    }
+
+    const waitMs = this.options.createLimiter.tryTake();
+    if (waitMs > 0) throw new RateLimitedError(Math.ceil(waitMs / 1000));
+
+    const now = new Date();
+    const row = await this.options.repository.insert(
+      {
+        id: randomUUID(),
+        userId,
+        model: input.model,
+        imageUrl: input.imageUrl,
+        audioUrl: input.audioUrl,
+        prompt: input.prompt,
+        idempotencyKey: input.idempotencyKey,
+        inputHash,
+        callbackSecret: randomBytes(24).toString('base64url'),
+        // If this process dies before it claims the submit, the poller picks the task up from here.
+        nextCheckAt: new Date(now.getTime() + this.options.submitLeaseMs),
+      },
+      now,
+    );
+    if (!row) {
+      // A concurrent create with the same key won the insert.
+      const existing = await this.options.repository.findByIdempotencyKey(userId, input.idempotencyKey ?? '');
+      if (!existing) throw new Error('idempotent insert conflicted but no task holds the key');
+      return sameInputOrThrow(existing, inputHash);
+    }
+    this.options.metrics.transitions.inc({ state: 'PENDING', source: 'MUTATION' });
+    await this.publish(row);
+
+    const { task, outcome, error } = await this.submit(row.id, 'MUTATION');
+    if (outcome === 'refused' && error) throw toCreateError(error);
+    return task ?? row;
+  }
+
+  /**
+   * Sends a stored task to kie, at most once: only the caller that wins the claim sends, and an answer that
+   * never came leaves the task `unknown` (kie's callback can still claim it) rather than sending it again.
+   * The caller must already hold a slot in kie's create limit.
+   */
+  async submit(
+    id: string,
+    source: AvatarTaskEventSource,
+  ): Promise<{ task: AvatarTaskRow | undefined; outcome: SubmitOutcome; error?: KieError }> {
+    const { repository } = this.options;
+    const claimed = await repository.claimSubmit(id, this.options.submitLeaseMs);
+    if (!claimed) return { task: await repository.findById(id), outcome: 'not_claimed' };
+
+    let upstreamTaskId: string;
+    try {
+      ({ taskId: upstreamTaskId } = await this.options.kie.createTask({
+        model: upstreamModels[claimed.model],
+        callBackUrl: this.callbackUrl(claimed),
+        input: { image_url: claimed.imageUrl, audio_url: claimed.audioUrl, prompt: claimed.prompt ?? '' },
+      }));
+    } catch (error) {
+      if (!(error instanceof KieError)) throw error;
+      return this.submitFailed(claimed, source, error);
+    }
+
+    const now = new Date();
+    const result = await this.change(id, source, (task) => ({
+      target: { state: 'WAITING' },
+      patch: {
+        // A callback may have arrived first and claimed the task with the same id.
+        upstreamTaskId: task.upstreamTaskId ?? upstreamTaskId,
+        submitStatus: 'accepted',
+        submittedAt: now,
+        leaseUntil: null,
+        ...(isTerminal(task.state)
+          ? {}
+          : { nextCheckAt: new Date(now.getTime() + this.options.minPollDelayMs) }),
+      },
+    }));
+    return { task: result?.task, outcome: 'accepted' };
+  }
+
+  private async submitFailed(claimed: AvatarTaskRow, source: AvatarTaskEventSource, error: KieError) {
+    const { repository, logger } = this.options;
+    const now = Date.now();
+    logger.warn(
+      { taskId: claimed.id, kind: error.kind, code: error.code },
+      `submit failed: ${error.message}`,
+    );
+    switch (error.kind) {
+      case 'retryable': {
+        if ((await repository.countQueuedSubmits()) >= this.options.maxPendingSubmits) {
+          const failure = {
+            code: 'UPSTREAM_UNAVAILABLE',
+            message: `kie is unavailable and the queue is full: ${error.message}`,
+          };
+          const result = await this.fail(claimed.id, source, failure, { submitStatus: 'refused' });
+          return { task: result?.task, outcome: 'refused' as const, error };
+        }
+        const task = await repository.patch(
+          claimed.id,
+          {
+            submitStatus: 'queued',
+            leaseUntil: null,
+            nextCheckAt: new Date(now + jitteredBackoffMs(claimed.submitAttempts, 1000, 60_000)),
+          },
+          { submitStatus: 'in_flight' },
+        );
+        return { task, outcome: 'queued' as const, error };
+      }
+      case 'unknown_outcome': {
+        const task = await repository.patch(
+          claimed.id,
+          {
+            submitStatus: 'unknown',
+            leaseUntil: null,
+            nextCheckAt: new Date(now + this.options.submitGraceMs),
+          },
+          { submitStatus: 'in_flight' },
+        );
+        return { task, outcome: 'unknown' as const, error };
+      }
+      case 'insufficient_credits':
+      case 'rejected': {
+        const code = error.kind === 'insufficient_credits' ? 'INSUFFICIENT_CREDITS' : 'UPSTREAM_REJECTED';
+        const result = await this.fail(
+          claimed.id,
+          source,
+          { code, message: error.message },
+          { submitStatus: 'refused' },
+        );
+        return { task: result?.task, outcome: 'refused' as const, error };
+      }
+    }
+  }
+
+  /**
+   * Applies what kie says about a task, from a callback or a poll, through the state machine. A task whose
+   * submit outcome was unknown is claimed here by the id kie reports.
+   */
+  async applyUpstream(
+    id: string,
+    snapshot: UpstreamSnapshot,
+    source: AvatarTaskEventSource,
+    patch: TaskPatch = {},
+  ): Promise<TransitionResult | null> {
+    return this.change(id, source, (task) => {
+      if (task.upstreamTaskId && task.upstreamTaskId !== snapshot.upstreamTaskId) {
+        throw new UpstreamTaskMismatchError(`task ${id} is not kie task ${snapshot.upstreamTaskId}`);
+      }
+      const claim: TaskPatch = task.upstreamTaskId
+        ? {}
+        : {
+            upstreamTaskId: snapshot.upstreamTaskId,
+            submitStatus: 'accepted',
+            submittedAt: task.submittedAt ?? new Date(),
+          };
+      return { target: targetFromSnapshot(snapshot), patch: { ...claim, ...patch } };
+    });
+  }
+
+  async fail(
+    id: string,
+    source: AvatarTaskEventSource,
+    failure: TaskFailure,
+    patch: TaskPatch = {},
+  ): Promise<TransitionResult | null> {
+    return this.change(id, source, () => ({
+      target: { state: 'FAILED', failure, message: failure.message },
+      patch,
+    }));
+  }
+
+  private async change(
+    id: string,
+    source: AvatarTaskEventSource,
+    decide: Parameters<TaskRepository['transition']>[2],
+  ): Promise<TransitionResult | null> {
+    const result = await this.options.repository.transition(id, source, decide);
+    if (result?.changed) {
+      this.options.metrics.transitions.inc({ state: result.task.state, source });
+      await this.publish(result.task);
+    }
+    return result;
+  }
+
+  private async publish(task: AvatarTaskRow): Promise<void> {
+    try {
+      await this.options.bus.publish({ taskId: task.id, userId: task.userId, version: task.version });
+    } catch (error) {
+      // The change is committed; subscribers catch up on their next signal or resync.
+      this.options.logger.error({ err: error, taskId: task.id }, 'publishing a task change failed');
+    }
+  }
+
+  callbackUrl(task: Pick<AvatarTaskRow, 'id' | 'callbackSecret'>): string {
+    return `${this.options.publicUrl()}/callbacks/kie/${task.id}/${task.callbackSecret}`;
+  }
+}
+
+type ValidInput = {
+  imageUrl: string;
+  audioUrl: string;
+  prompt: string | null;
+  model: AvatarModel;
+  idempotencyKey: string | null;
+};
+
+function validateInput(input: CreateTaskInput): ValidInput {
+  const parsed = inputSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = String(issue?.path[0] ?? 'input');
+    throw new InvalidInputError(field, `${field} ${issue?.message ?? 'is invalid'}`);
+  }
+  const { imageUrl, audioUrl, prompt, model, idempotencyKey } = parsed.data;
+  return {
+    imageUrl,
+    audioUrl,
+    prompt: prompt ?? null,
+    model: model ?? 'PRO',
+    idempotencyKey: idempotencyKey ?? null,
+  };
+}
+
+function hashInput(input: ValidInput): string {
+  const canonical = JSON.stringify([input.model, input.imageUrl, input.audioUrl, input.prompt ?? '']);
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+function sameInputOrThrow(existing: AvatarTaskRow, inputHash: string): AvatarTaskRow {
+  if (existing.inputHash !== inputHash) throw new IdempotencyKeyReusedError();
+  return existing;
+}
+
+function toCreateError(error: KieError): Error {
+  if (error.kind === 'insufficient_credits') return new InsufficientCreditsError(error.message);
+  if (error.kind === 'retryable') return new UpstreamUnavailableError(error.message);
+  return new UpstreamRejectedError(error.message);
+}
