@@ -1,0 +1,92 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from 'jose';
+import type { Config } from '../config.js';
+
+export interface Viewer {
+  /** The token's `sub`. */
+  id: string;
+  /** Unix seconds, when the token has `exp`. */
+  expiresAt: number | undefined;
+}
+
+export class AuthenticationError extends Error {
+  override name = 'AuthenticationError';
+}
+
+export interface TokenVerifier {
+  verify(token: string): Promise<Viewer>;
+  /** Present in development mode only: signs a token for any user id. */
+  signDevelopmentToken?: (userId: string, expiresIn?: string) => Promise<string>;
+}
+
+/** `Authorization: Bearer <token>` → token, or undefined when absent. Any other scheme is an error. */
+export function bearerToken(header: string | null | undefined): string | undefined {
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match?.[1]) throw new AuthenticationError('Authorization must be "Bearer <token>"');
+  return match[1];
+}
+
+export async function createTokenVerifier(auth: Config['auth'], dataDir: string): Promise<TokenVerifier> {
+  if (auth.mode === 'jwks') {
+    const keys = createRemoteJWKSet(new URL(auth.jwksUrl));
+    return { verify: (token) => verifyWith(token, keys, auth) };
+  }
+  const secret =
+    auth.mode === 'secret' ? new TextEncoder().encode(auth.secret) : await loadDevelopmentSecret(dataDir);
+  const verifier: TokenVerifier = {
+    verify: (token) => verifyWith(token, secret, auth.mode === 'secret' ? auth : {}),
+  };
+  if (auth.mode === 'development') {
+    verifier.signDevelopmentToken = (userId, expiresIn = '30d') =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(userId)
+        .setIssuedAt()
+        .setExpirationTime(expiresIn)
+        .sign(secret);
+  }
+  return verifier;
+}
+
+async function verifyWith(
+  token: string,
+  key: Uint8Array | ReturnType<typeof createRemoteJWKSet>,
+  claims: { issuer?: string | undefined; audience?: string | undefined },
+): Promise<Viewer> {
+  let payload: JWTPayload;
+  try {
+    const options = {
+      ...(claims.issuer ? { issuer: claims.issuer } : {}),
+      ...(claims.audience ? { audience: claims.audience } : {}),
+    };
+    ({ payload } =
+      key instanceof Uint8Array
+        ? await jwtVerify(token, key, { ...options, algorithms: ['HS256'] })
+        : await jwtVerify(token, key, options));
+  } catch (error) {
+    throw new AuthenticationError(`Invalid token: ${(error as Error).message}`);
+  }
+  if (!payload.sub) throw new AuthenticationError('Invalid token: it has no sub claim');
+  return { id: payload.sub, expiresAt: payload.exp };
+}
+
+/**
+ * Development mode signs tokens with a random secret kept in DATA_DIR, so tokens printed by `npm start`
+ * and `npm run token` keep working across restarts of the same checkout.
+ */
+export async function loadDevelopmentSecret(dataDir: string): Promise<Uint8Array> {
+  const file = path.resolve(dataDir, 'dev-jwt-secret');
+  try {
+    const existing = (await readFile(file, 'utf8')).trim();
+    if (existing.length >= 43) return new TextEncoder().encode(existing);
+  } catch {
+    // First start: create it below.
+  }
+  await mkdir(path.dirname(file), { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  await writeFile(file, `${secret}\n`, { mode: 0o600, flag: 'w' });
+  return new TextEncoder().encode(secret);
+}

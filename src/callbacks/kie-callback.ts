@@ -1,0 +1,117 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Metrics } from '../metrics.js';
+import { UpstreamTaskMismatchError } from '../tasks/errors.js';
+import type { TaskService } from '../tasks/service.js';
+import { parseUpstreamRecord, UpstreamRecordError } from '../upstream/record.js';
+
+export const CALLBACK_PATH_PREFIX = '/callbacks/kie/';
+export const MAX_CALLBACK_BYTES = 64 * 1024;
+/** kie documents no replay window for its signature; callbacks older or newer than this are refused. */
+export const SIGNATURE_WINDOW_SECONDS = 300;
+
+export interface KieCallbackOptions {
+  service: TaskService;
+  hmacKey: string | undefined;
+  logger: Logger;
+  metrics: Metrics;
+  now?: () => number;
+}
+
+const envelopeSchema = z.object({ data: z.unknown() });
+
+/**
+ * kie's callback: `POST /callbacks/kie/<taskId>/<secret>`. The per-task secret proves the URL was ours for
+ * this task; the optional HMAC proves kie sent it. Nothing is written unless both hold, and the snapshot goes
+ * through the same state machine as the poller's, so duplicates and stale callbacks change nothing.
+ */
+export async function handleKieCallback(request: Request, pathname: string, options: KieCallbackOptions) {
+  const response = await answer(request, pathname, options);
+  options.metrics.callbacks.inc({ status: String(response.status) });
+  return response;
+}
+
+async function answer(request: Request, pathname: string, options: KieCallbackOptions): Promise<Response> {
+  if (request.method !== 'POST') return reply(405, 'use POST');
+  const [taskId, secret, ...rest] = pathname.slice(CALLBACK_PATH_PREFIX.length).split('/');
+  if (!taskId || !secret || rest.length > 0) return reply(404, 'no such task');
+
+  const body = await readCapped(request, MAX_CALLBACK_BYTES);
+  if (body === null) return reply(413, `body over ${MAX_CALLBACK_BYTES} bytes`);
+  let snapshot: ReturnType<typeof parseUpstreamRecord>;
+  try {
+    snapshot = parseUpstreamRecord(envelopeSchema.parse(JSON.parse(body)).data);
+  } catch (error) {
+    const detail = error instanceof UpstreamRecordError ? error.message : 'body is not a kie callback';
+    return reply(400, detail);
+  }
+
+  const { service, logger } = options;
+  try {
+    const task = await service.repository.findById(taskId);
+    if (!task) return reply(404, 'no such task');
+    if (!sameSecret(secret, task.callbackSecret)) return reply(401, 'bad callback secret');
+    if (options.hmacKey) {
+      const problem = checkSignature(
+        request.headers,
+        snapshot.upstreamTaskId,
+        options.hmacKey,
+        options.now ?? Date.now,
+      );
+      if (problem) return reply(401, problem);
+    }
+    const result = await service.applyUpstream(task.id, snapshot, 'CALLBACK');
+    logger.info(
+      { taskId, upstreamTaskId: snapshot.upstreamTaskId, state: snapshot.state, changed: result?.changed },
+      'kie callback',
+    );
+    return reply(200, result?.changed ? 'applied' : 'nothing to change');
+  } catch (error) {
+    if (error instanceof UpstreamTaskMismatchError) return reply(401, 'callback is for another task');
+    logger.error({ err: error, taskId }, 'callback could not be stored');
+    return reply(503, 'could not store the callback; retry later');
+  }
+}
+
+function checkSignature(
+  headers: Headers,
+  upstreamTaskId: string,
+  key: string,
+  now: () => number,
+): string | null {
+  const timestamp = headers.get('x-webhook-timestamp');
+  const signature = headers.get('x-webhook-signature');
+  if (!timestamp || !signature) return 'missing webhook signature';
+  const seconds = Number(timestamp);
+  if (!/^\d+$/.test(timestamp) || Math.abs(now() / 1000 - seconds) > SIGNATURE_WINDOW_SECONDS) {
+    return 'webhook timestamp outside the accepted window';
+  }
+  const expected = createHmac('sha256', key).update(`${upstreamTaskId}.${timestamp}`).digest('base64');
+  return sameSecret(signature, expected) ? null : 'bad webhook signature';
+}
+
+/** Constant-time comparison that also hides the length of the expected value. */
+function sameSecret(given: string, expected: string): boolean {
+  const digest = (value: string) => createHash('sha256').update(value).digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+/** The body as text, or null when it is larger than `limit` bytes, without buffering more than that. */
+async function readCapped(request: Request, limit: number): Promise<string | null> {
+  const declared = Number(request.headers.get('content-length') ?? 0);
+  if (declared > limit) return null;
+  if (!request.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > limit) return null;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function reply(status: number, message: string): Response {
+  return Response.json({ ok: status === 200, message }, { status });
+}
