@@ -1,0 +1,177 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { createTokenVerifier } from './auth/tokens.js';
+import type { Config } from './config.js';
+import { type DatabaseHandle, openDatabase } from './db/connection.js';
+import { type EventBus, InProcessEventBus } from './events/bus.js';
+import { SignalDispatcher } from './events/dispatcher.js';
+import { PostgresEventBus } from './events/postgres-bus.js';
+import { RedisEventBus } from './events/redis-bus.js';
+import { attachGraphQLWebSocket } from './http/websocket.js';
+import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
+import { createMetrics } from './metrics.js';
+import { Poller } from './poller/poller.js';
+import { TaskRepository } from './tasks/repository.js';
+import { TaskService } from './tasks/service.js';
+import { TaskUpdates } from './tasks/updates.js';
+import { KieClient } from './upstream/kie-client.js';
+import { SlidingWindowLimiter } from './upstream/rate-limiter.js';
+import { createKieSimulator, type KieSimulator } from './upstream/simulator.js';
+
+export interface AppOptions {
+  /** Use this database instead of opening one from the config; it is left open on stop. */
+  database?: DatabaseHandle;
+  logger?: Logger;
+}
+
+export interface RunningApp {
+  /** Where this instance listens, e.g. http://127.0.0.1:4000 */
+  url: string;
+  /** Base URL given to kie for callbacks. */
+  publicUrl: string;
+  graphqlUrl: string;
+  /** Present in development mode. */
+  developmentToken: string | undefined;
+  simulator: KieSimulator | undefined;
+  service: TaskService;
+  poller: Poller;
+  database: DatabaseHandle;
+  stop(): Promise<void>;
+}
+
+/** Wires everything and starts listening; `stop` undoes it in reverse. Nothing here exits the process. */
+export async function startApp(config: Config, options: AppOptions = {}): Promise<RunningApp> {
+  const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'avatar-gateway' } });
+  const cleanup: Array<() => Promise<void> | void> = [];
+  const stop = async () => {
+    for (const step of cleanup.reverse()) await step();
+    cleanup.length = 0;
+  };
+  try {
+    const database =
+      options.database ??
+      (await openDatabase(config.databaseUrl ? { url: config.databaseUrl } : { dataDir: config.dataDir }));
+    if (!options.database) cleanup.push(() => database.close());
+    await database.migrate();
+
+    const bus: EventBus = config.redisUrl
+      ? await RedisEventBus.start(config.redisUrl, logger)
+      : database.client
+        ? await PostgresEventBus.start(database.client, logger)
+        : new InProcessEventBus();
+    cleanup.push(() => bus.close());
+
+    const server: Server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    cleanup.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    const port = (server.address() as AddressInfo).port;
+    const localUrl = `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${port}`;
+    const publicUrl = config.publicUrl ?? `http://localhost:${port}`;
+
+    const metrics = createMetrics();
+    const simulator = config.kie.apiKey
+      ? undefined
+      : createKieSimulator({
+          resultBaseUrl: `${publicUrl}${SIMULATOR_PATH_PREFIX}`,
+          hmacKey: config.kie.webhookHmacKey,
+          knobs: { stepMs: config.simulatorStepMs },
+        });
+    if (simulator) cleanup.push(() => simulator.close());
+
+    const createLimiter = new SlidingWindowLimiter(config.kie.maxCreatesPer10s, 10_000);
+    const queryLimiter = new SlidingWindowLimiter(config.kie.maxQueriesPerSecond, 1_000);
+    const kie = new KieClient({
+      apiUrl: simulator ? `${localUrl}${SIMULATOR_PATH_PREFIX}` : config.kie.apiUrl,
+      apiKey: config.kie.apiKey ?? 'built-in-simulator',
+      timeoutMs: config.kie.requestTimeoutMs,
+      queryLimiter,
+      logger,
+      metrics,
+    });
+    const repository = new TaskRepository(database.db);
+    const submitLeaseMs = config.kie.requestTimeoutMs + 5_000;
+    const service = new TaskService({
+      repository,
+      bus,
+      kie,
+      createLimiter,
+      logger,
+      metrics,
+      publicUrl: () => publicUrl,
+      minPollDelayMs: config.poller.minDelayMs,
+      submitGraceMs: config.poller.submitGraceMs,
+      submitLeaseMs,
+      maxPendingSubmits: config.poller.maxPendingSubmits,
+    });
+    const updates = new TaskUpdates(repository, new SignalDispatcher(bus));
+    const verifier = await createTokenVerifier(config.auth, config.dataDir);
+    const developmentToken = await verifier.signDevelopmentToken?.('developer');
+
+    const yoga = createGatewayYoga({
+      services: { tasks: service, repository, updates },
+      verifier,
+      callbacks: { service, hmacKey: config.kie.webhookHmacKey, logger, metrics },
+      metrics,
+      logger,
+      isReady: async () => {
+        await database.ping();
+        return true;
+      },
+      simulator,
+      developmentToken,
+    });
+    server.on('request', yoga);
+    const sockets = attachGraphQLWebSocket({
+      server,
+      yoga,
+      verifier,
+      logger,
+      metrics,
+      maxSocketsPerUser: config.limits.maxSocketsPerUser,
+      maxSubscriptionsPerSocket: config.limits.maxSubscriptionsPerSocket,
+    });
+    cleanup.push(() => sockets.close());
+
+    const poller = new Poller({
+      service,
+      repository,
+      kie,
+      createLimiter,
+      logger,
+      intervalMs: config.poller.intervalMs,
+      minDelayMs: config.poller.minDelayMs,
+      maxDelayMs: config.poller.maxDelayMs,
+      taskTimeoutMs: config.poller.taskTimeoutMs,
+      submitGraceMs: config.poller.submitGraceMs,
+      maxQueriesPerSecond: config.kie.maxQueriesPerSecond,
+      leaseMs: submitLeaseMs * 2,
+    });
+    poller.start();
+    cleanup.push(() => poller.stop());
+
+    return {
+      url: localUrl,
+      publicUrl,
+      graphqlUrl: `${localUrl}/graphql`,
+      developmentToken,
+      simulator,
+      service,
+      poller,
+      database,
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}

@@ -1,0 +1,40 @@
+import type { Plugin } from 'graphql-yoga';
+import type { Registry } from 'prom-client';
+
+/**
+ * Small non-GraphQL routes as yoga plugins (like yoga's own readiness check), so one server and one request
+ * pipeline serve everything.
+ */
+export function useRoute(
+  matches: (pathname: string) => boolean,
+  handle: (request: Request, pathname: string) => Response | Promise<Response>,
+): Plugin {
+  return {
+    async onRequest({ request, url, endResponse }) {
+      if (matches(url.pathname)) endResponse(await handle(request, url.pathname));
+    },
+  };
+}
+
+export function useHealthRoutes(isReady: () => Promise<boolean>): Plugin[] {
+  return [
+    useRoute(
+      (path) => path === '/healthz',
+      () => Response.json({ status: 'ok' }),
+    ),
+    useRoute(
+      (path) => path === '/readyz',
+      async () => {
+        const ready = await isReady().catch(() => false);
+        return Response.json({ status: ready ? 'ready' : 'not ready' }, { status: ready ? 200 : 503 });
+      },
+    ),
+  ];
+}
+
+export function useMetricsRoute(registry: Registry): Plugin {
+  return useRoute(
+    (path) => path === '/metrics',
+    async () => new Response(await registry.metrics(), { headers: { 'content-type': registry.contentType } }),
+  );
+}

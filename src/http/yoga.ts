@@ -1,0 +1,125 @@
+import { useGraphQLSSE } from '@graphql-yoga/plugin-graphql-sse';
+import { createYoga, type Plugin, type YogaInitialContext } from 'graphql-yoga';
+import type { Logger } from 'pino';
+import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import {
+  CALLBACK_PATH_PREFIX,
+  handleKieCallback,
+  type KieCallbackOptions,
+} from '../callbacks/kie-callback.js';
+import {
+  createContext,
+  type GatewayServices,
+  type GraphQLContext,
+  unauthenticated,
+} from '../graphql/context.js';
+import { schema } from '../graphql/schema.js';
+import type { Metrics } from '../metrics.js';
+import type { KieSimulator } from '../upstream/simulator.js';
+import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
+
+export const GRAPHQL_PATH = '/graphql';
+export const SIMULATOR_PATH_PREFIX = '/simulator';
+
+export interface YogaOptions {
+  services: GatewayServices;
+  verifier: TokenVerifier;
+  callbacks: KieCallbackOptions;
+  metrics: Metrics;
+  logger: Logger;
+  isReady: () => Promise<boolean>;
+  simulator: KieSimulator | undefined;
+  /** Filled into GraphiQL's headers in development mode. */
+  developmentToken: string | undefined;
+}
+
+/** What graphql-ws hands to yoga: the socket was authenticated once, at connection_init. */
+export interface SocketContext {
+  viewer?: Viewer;
+}
+
+export function createGatewayYoga(options: YogaOptions) {
+  const { services, verifier, simulator } = options;
+  const plugins: Plugin[] = [
+    ...useHealthRoutes(options.isReady),
+    useMetricsRoute(options.metrics.registry),
+    useRoute(
+      (path) => path.startsWith(CALLBACK_PATH_PREFIX),
+      (request, path) => handleKieCallback(request, path, options.callbacks),
+    ),
+    // graphql-sse's own protocol (single-connection mode too) at /graphql/stream, for its client library.
+    useGraphQLSSE(),
+  ];
+  if (simulator) {
+    plugins.push(
+      useRoute(
+        (path) => path.startsWith(`${SIMULATOR_PATH_PREFIX}/`),
+        (request, path) => simulator.handle(request, path.slice(SIMULATOR_PATH_PREFIX.length)),
+      ),
+    );
+  }
+
+  return createYoga<SocketContext, GraphQLContext>({
+    schema,
+    graphqlEndpoint: GRAPHQL_PATH,
+    landingPage: false,
+    logging: options.logger,
+    plugins,
+    // yoga's SSE answers already ping every 12 s, which keeps idle streams open behind proxies.
+    graphiql: {
+      title: 'avatar-gateway',
+      defaultQuery: exampleOperations,
+      subscriptionsProtocol: 'SSE',
+      ...(options.developmentToken
+        ? { headers: JSON.stringify({ Authorization: `Bearer ${options.developmentToken}` }, null, 2) }
+        : {}),
+    },
+    context: async (initial: YogaInitialContext & SocketContext) => {
+      if (initial.viewer) return createContext(services, initial.viewer);
+      let token: string | undefined;
+      try {
+        token = bearerToken(initial.request?.headers.get('authorization'));
+      } catch (error) {
+        throw unauthenticated((error as Error).message);
+      }
+      if (!token) return createContext(services, null);
+      try {
+        return createContext(services, await verifier.verify(token));
+      } catch (error) {
+        throw unauthenticated((error as Error).message);
+      }
+    },
+  });
+}
+
+export type GatewayYoga = ReturnType<typeof createGatewayYoga>;
+
+const exampleOperations = `# Welcome to avatar-gateway. Your development token is already in the Headers tab.
+# 1. Run CreateTask. 2. Copy the task id into WatchTask's variables and run it: the states stream in live.
+
+mutation CreateTask {
+  createAvatarTask(input: {
+    imageUrl: "https://example.com/face.png"
+    audioUrl: "https://example.com/voice.mp3"
+    prompt: "A friendly presenter, looking at the camera"
+    idempotencyKey: "my-first-task"
+  }) {
+    __typename
+    ... on CreateAvatarTaskSuccess { task { id state upstreamTaskId } }
+    ... on Error { code message }
+    ... on InvalidInputError { field }
+  }
+}
+
+subscription WatchTask($id: ID) {
+  avatarTaskUpdated(id: $id) { id state version videoUrl failure { code message } }
+}
+
+query MyTasks {
+  viewer { id }
+  avatarTasks(first: 10) {
+    edges { node { id state videoUrl createdAt events { state source at } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+`;
