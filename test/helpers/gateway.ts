@@ -1,0 +1,151 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { SignJWT } from 'jose';
+import { type RunningApp, startApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import type { TestDatabase } from './database.js';
+
+export const TEST_JWT_SECRET = 'avatar-gateway-test-secret-0123456789-abcdef';
+
+/** A user token as an identity provider would issue it (HS256 with the test secret). */
+export function signToken(userId: string, expiresIn: string | number = '1h'): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(userId)
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(new TextEncoder().encode(TEST_JWT_SECRET));
+}
+
+export interface GraphQLResponse<T = Record<string, unknown>> {
+  data?: T | null;
+  errors?: Array<{ message: string; extensions?: Record<string, unknown> }>;
+}
+
+export interface TestGateway {
+  app: RunningApp;
+  url: string;
+  graphqlUrl: string;
+  wsUrl: string;
+  /** POST a GraphQL operation as `user` (a user id, signed here) or with no token when user is null. */
+  gql<T = Record<string, unknown>>(
+    query: string,
+    variables?: Record<string, unknown>,
+    user?: string | null,
+  ): Promise<GraphQLResponse<T>>;
+  stop(): Promise<void>;
+}
+
+export interface TestGatewayOptions {
+  database: TestDatabase;
+  /** A standalone simulator's URL; without it the gateway mounts its built-in simulator. */
+  kieUrl?: string;
+  env?: Record<string, string>;
+}
+
+/** A real gateway on a free port, configured through the same environment parsing as `npm start`. */
+export async function startTestGateway(options: TestGatewayOptions): Promise<TestGateway> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'avatar-gateway-test-'));
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    AUTH_JWT_SECRET: TEST_JWT_SECRET,
+    LOG_LEVEL: 'silent',
+    POLL_INTERVAL_MS: '50',
+    POLL_MIN_DELAY_MS: '60000',
+    SIMULATOR_STEP_MS: '50',
+    KIE_REQUEST_TIMEOUT_MS: '2000',
+    ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
+    ...options.env,
+  });
+  const database = await options.database.open();
+  const app = await startApp(config, { database });
+  const gql: TestGateway['gql'] = async (query, variables, user = 'alice') => {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (user !== null) headers.authorization = `Bearer ${await signToken(user)}`;
+    const response = await fetch(app.graphqlUrl, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ query, variables }),
+    });
+    return (await response.json()) as GraphQLResponse<never>;
+  };
+  return {
+    app,
+    url: app.url,
+    graphqlUrl: app.graphqlUrl,
+    wsUrl: app.graphqlUrl.replace(/^http/, 'ws'),
+    gql,
+    stop: async () => {
+      await app.stop();
+      await database.close();
+    },
+  };
+}
+
+export const TASK_FIELDS = `id state model imageUrl audioUrl prompt upstreamTaskId resultUrls videoUrl version
+  failure { code message } createdAt updatedAt completedAt events { state source version at message }`;
+
+export interface TaskView {
+  id: string;
+  state: string;
+  upstreamTaskId: string | null;
+  resultUrls: string[];
+  videoUrl: string | null;
+  version: number;
+  failure: { code: string; message: string } | null;
+  events: Array<{ state: string; source: string; version: number; at: string; message: string | null }>;
+  [field: string]: unknown;
+}
+
+export const CREATE_TASK = `mutation Create($input: CreateAvatarTaskInput!) {
+  createAvatarTask(input: $input) {
+    __typename
+    ... on CreateAvatarTaskSuccess { task { ${TASK_FIELDS} } }
+    ... on Error { code message }
+    ... on InvalidInputError { field }
+    ... on RateLimitedError { retryAfterSeconds }
+  }
+}`;
+
+export const sampleInput = (overrides: Record<string, unknown> = {}) => ({
+  imageUrl: 'https://example.com/face.png',
+  audioUrl: 'https://example.com/voice.mp3',
+  ...overrides,
+});
+
+export type CreateResult =
+  | { __typename: 'CreateAvatarTaskSuccess'; task: TaskView }
+  | { __typename: string; code: string; message: string; field?: string; retryAfterSeconds?: number };
+
+export async function createTask(
+  gateway: TestGateway,
+  input: Record<string, unknown> = sampleInput(),
+  user = 'alice',
+): Promise<CreateResult> {
+  const result = await gateway.gql<{ createAvatarTask: CreateResult }>(CREATE_TASK, { input }, user);
+  if (!result.data) throw new Error(`createAvatarTask failed: ${JSON.stringify(result.errors)}`);
+  return result.data.createAvatarTask;
+}
+
+/** Creates a task and fails the test unless it was created. */
+export async function createTaskOk(gateway: TestGateway, input?: Record<string, unknown>, user = 'alice') {
+  const result = await createTask(gateway, input, user);
+  if (result.__typename !== 'CreateAvatarTaskSuccess' || !('task' in result)) {
+    throw new Error(`expected a created task, got ${JSON.stringify(result)}`);
+  }
+  return result.task;
+}
+
+export async function getTask(gateway: TestGateway, id: string, user = 'alice'): Promise<TaskView | null> {
+  const result = await gateway.gql<{ avatarTask: TaskView | null }>(
+    `query Task($id: ID!) { avatarTask(id: $id) { ${TASK_FIELDS} } }`,
+    { id },
+    user,
+  );
+  if (!result.data) throw new Error(`avatarTask failed: ${JSON.stringify(result.errors)}`);
+  return result.data.avatarTask;
+}
