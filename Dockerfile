@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+#
+# avatar-gateway container image.
+#
+#   docker build -t avatar-gateway .                 # the runtime image
+#   docker build --target check -t avatar-gateway:check .   # also type-checks the tree
+#
+# The gateway runs TypeScript through tsx at runtime (tsx is a production dependency), so there is no compile
+# step: the runtime image holds the production node_modules plus the sources.
+
+FROM node:20-bookworm-slim AS base
+WORKDIR /app
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false
+
+# Every dependency, dev ones included: what the check target needs.
+FROM base AS deps
+COPY package.json package-lock.json ./
+RUN npm ci
+
+# Optional target (`--target check`); BuildKit skips it when building the runtime image.
+FROM deps AS check
+COPY . .
+RUN npm run typecheck
+
+# Production dependencies only, installed on their own so the runtime image carries no dev tooling.
+FROM base AS prod-deps
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev && npm cache clean --force
+
+FROM base AS runtime
+ENV NODE_ENV=production PORT=4000 HOST=0.0.0.0 DATA_DIR=/data
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY package.json package-lock.json tsconfig.json ./
+COPY src ./src
+COPY drizzle ./drizzle
+COPY assets ./assets
+COPY schema ./schema
+# The code stays root-owned and read-only to the process; only DATA_DIR is writable. A named volume mounted on
+# /data for the first time copies this ownership, so the node user can write there.
+RUN mkdir -p /data && chown node:node /data
+USER node
+EXPOSE 4000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 4000) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# node itself is PID 1 (not the tsx CLI, which would fork a child), so SIGTERM reaches main.ts's handler.
+CMD ["node", "--import", "tsx", "src/main.ts"]
