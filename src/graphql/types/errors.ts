@@ -28,28 +28,6 @@ builder.objectType(InvalidInputError, {
   }),
 });
 
-builder.objectType(IdempotencyKeyReusedError, {
-  name: 'IdempotencyKeyReusedError',
-  description:
-    'The idempotencyKey was already used by you with a different input (code IDEMPOTENCY_KEY_REUSED).',
-  interfaces: [ErrorInterface],
-  isTypeOf: (value) => value instanceof IdempotencyKeyReusedError,
-});
-
-builder.objectType(InsufficientCreditsError, {
-  name: 'InsufficientCreditsError',
-  description: 'The kie.ai account has too few credits (code INSUFFICIENT_CREDITS).',
-  interfaces: [ErrorInterface],
-  isTypeOf: (value) => value instanceof InsufficientCreditsError,
-});
-
-builder.objectType(UpstreamRejectedError, {
-  name: 'UpstreamRejectedError',
-  description: 'kie.ai refused the task in a way a retry cannot fix (code UPSTREAM_REJECTED).',
-  interfaces: [ErrorInterface],
-  isTypeOf: (value) => value instanceof UpstreamRejectedError,
-});
-
 builder.objectType(RateLimitedError, {
   name: 'RateLimitedError',
   description:
@@ -61,12 +39,36 @@ builder.objectType(RateLimitedError, {
   }),
 });
 
-builder.objectType(UpstreamUnavailableError, {
-  name: 'UpstreamUnavailableError',
-  description: 'kie.ai is down and the task could not be queued for later (code UPSTREAM_UNAVAILABLE).',
-  interfaces: [ErrorInterface],
-  isTypeOf: (value) => value instanceof UpstreamUnavailableError,
-});
+/** An error type with nothing beyond `code` and `message`. */
+function plainErrorType(errorClass: new (message: string) => TaskError, name: string, description: string) {
+  builder.objectType(errorClass, {
+    name,
+    description,
+    interfaces: [ErrorInterface],
+    isTypeOf: (value) => value instanceof errorClass,
+  });
+}
+
+plainErrorType(
+  IdempotencyKeyReusedError,
+  'IdempotencyKeyReusedError',
+  'The idempotencyKey was already used by you with a different input (code IDEMPOTENCY_KEY_REUSED).',
+);
+plainErrorType(
+  InsufficientCreditsError,
+  'InsufficientCreditsError',
+  'The kie.ai account has too few credits (code INSUFFICIENT_CREDITS).',
+);
+plainErrorType(
+  UpstreamRejectedError,
+  'UpstreamRejectedError',
+  'kie.ai refused the task in a way a retry cannot fix (code UPSTREAM_REJECTED).',
+);
+plainErrorType(
+  UpstreamUnavailableError,
+  'UpstreamUnavailableError',
+  'kie.ai is down and the task could not be queued for later (code UPSTREAM_UNAVAILABLE).',
+);
 
 export const createAvatarTaskErrors = [
   InvalidInputError,
