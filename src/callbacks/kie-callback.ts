@@ -10,6 +10,8 @@ export const CALLBACK_PATH_PREFIX = '/callbacks/kie/';
 export const MAX_CALLBACK_BYTES = 64 * 1024;
 /** kie documents no replay window for its signature; callbacks older or newer than this are refused. */
 export const SIGNATURE_WINDOW_SECONDS = 300;
+/** How much of an oversized callback body is read and dropped so the sender still gets its 413. */
+const MAX_DRAIN_BYTES = 1024 * 1024;
 
 export interface KieCallbackOptions {
   service: TaskService;
@@ -104,12 +106,21 @@ async function readCapped(request: Request, limit: number): Promise<string | nul
   if (!request.body) return '';
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of request.body as unknown as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > limit) return null;
-    chunks.push(chunk);
+  // An oversized body is read to its end and dropped, so the sender gets its 413: stopping early would
+  // either cancel the stream (the socket is destroyed and the sender sees an empty reply) or leave the
+  // sender blocked on a body nobody reads. Past MAX_DRAIN_BYTES the connection is cut instead.
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_DRAIN_BYTES) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    if (size <= limit) chunks.push(value);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return size > limit ? null : Buffer.concat(chunks).toString('utf8');
 }
 
 function reply(status: number, message: string): Response {
