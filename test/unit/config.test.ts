@@ -1,0 +1,183 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+const SECRET = 'a-test-secret-that-is-at-least-32-characters-long';
+
+/** Calls loadConfig and returns the ConfigError it throws, failing when it throws anything else or nothing. */
+function configError(env: Record<string, string | undefined>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', () => {
+  it('uses the defaults API.md documents when nothing is set', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      nodeEnv: 'development',
+      port: 4000,
+      host: '0.0.0.0',
+      publicUrl: undefined,
+      databaseUrl: undefined,
+      dataDir: '.data',
+      kie: {
+        apiKey: undefined,
+        apiUrl: 'https://api.kie.ai',
+        uploadUrl: 'https://kieai.redpandaai.co',
+        webhookHmacKey: undefined,
+        maxCreatesPer10s: 20,
+        maxQueriesPerSecond: 10,
+      },
+      auth: { mode: 'development' },
+      poller: { intervalMs: 1000, minDelayMs: 30_000, maxDelayMs: 300_000, taskTimeoutMs: 1_800_000 },
+      redisUrl: undefined,
+      simulatorStepMs: 3000,
+      logLevel: 'info',
+      limits: { maxSocketsPerUser: 100, maxSubscriptionsPerSocket: 50 },
+    });
+  });
+
+  it('reads every documented variable', () => {
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      PORT: '8080',
+      HOST: '127.0.0.1',
+      PUBLIC_URL: 'https://gateway.example.com/',
+      DATABASE_URL: 'postgres://u:p@db:5432/avatars',
+      DATA_DIR: '/var/lib/avatar',
+      KIE_API_KEY: 'kie-key',
+      KIE_API_URL: 'https://kie.example.com/',
+      KIE_UPLOAD_URL: 'https://upload.example.com',
+      KIE_WEBHOOK_HMAC_KEY: 'hmac',
+      AUTH_JWKS_URL: 'https://id.example.com/.well-known/jwks.json',
+      AUTH_JWT_ISSUER: 'https://id.example.com/',
+      AUTH_JWT_AUDIENCE: 'avatar-gateway',
+      POLL_INTERVAL_MS: '500',
+      POLL_MIN_DELAY_MS: '10000',
+      POLL_MAX_DELAY_MS: '60000',
+      TASK_TIMEOUT_MS: '900000',
+      KIE_MAX_CREATES_PER_10S: '40',
+      KIE_MAX_QUERIES_PER_S: '5',
+      REDIS_URL: 'redis://cache:6379',
+      SIMULATOR_STEP_MS: '100',
+      LOG_LEVEL: 'warn',
+    });
+    expect(config).toMatchObject({
+      nodeEnv: 'production',
+      port: 8080,
+      host: '127.0.0.1',
+      // A trailing slash would double up in the callback URL.
+      publicUrl: 'https://gateway.example.com',
+      databaseUrl: 'postgres://u:p@db:5432/avatars',
+      dataDir: '/var/lib/avatar',
+      kie: {
+        apiKey: 'kie-key',
+        apiUrl: 'https://kie.example.com',
+        uploadUrl: 'https://upload.example.com',
+        webhookHmacKey: 'hmac',
+        maxCreatesPer10s: 40,
+        maxQueriesPerSecond: 5,
+      },
+      auth: {
+        mode: 'jwks',
+        jwksUrl: 'https://id.example.com/.well-known/jwks.json',
+        issuer: 'https://id.example.com/',
+        audience: 'avatar-gateway',
+      },
+      poller: { intervalMs: 500, minDelayMs: 10_000, maxDelayMs: 60_000, taskTimeoutMs: 900_000 },
+      redisUrl: 'redis://cache:6379',
+      simulatorStepMs: 100,
+      logLevel: 'warn',
+    });
+  });
+
+  it('treats empty values as unset, as docker compose passes an unset VAR through', () => {
+    const config = loadConfig({ PORT: '', AUTH_JWT_SECRET: '', KIE_API_KEY: '', DATABASE_URL: '' });
+    expect(config.port).toBe(4000);
+    expect(config.auth.mode).toBe('development');
+    expect(config.kie.apiKey).toBeUndefined();
+    expect(config.databaseUrl).toBeUndefined();
+  });
+
+  it('uses an HS256 secret when AUTH_JWT_SECRET is set', () => {
+    expect(loadConfig({ AUTH_JWT_SECRET: SECRET }).auth).toEqual({
+      mode: 'secret',
+      secret: SECRET,
+      issuer: undefined,
+      audience: undefined,
+    });
+  });
+
+  it.each([
+    ['PORT', 'abc'],
+    ['PORT', '70000'],
+    ['PORT', '-1'],
+    ['NODE_ENV', 'staging'],
+    ['PUBLIC_URL', 'ftp://gateway.example.com'],
+    ['PUBLIC_URL', 'not a url'],
+    ['DATABASE_URL', 'mysql://db/avatars'],
+    ['KIE_API_URL', 'api.kie.ai'],
+    ['KIE_UPLOAD_URL', 'file:///tmp'],
+    ['AUTH_JWT_SECRET', 'too-short'],
+    ['AUTH_JWKS_URL', 'jwks'],
+    ['POLL_INTERVAL_MS', '5'],
+    ['POLL_INTERVAL_MS', '1.5'],
+    ['POLL_MIN_DELAY_MS', '-100'],
+    ['POLL_MAX_DELAY_MS', '0'],
+    ['TASK_TIMEOUT_MS', 'soon'],
+    ['KIE_MAX_CREATES_PER_10S', '0'],
+    ['KIE_MAX_QUERIES_PER_S', 'ten'],
+    ['REDIS_URL', 'http://cache:6379'],
+    ['SIMULATOR_STEP_MS', '0'],
+    ['LOG_LEVEL', 'loud'],
+  ])('refuses %s=%s with one line naming the variable', (variable, value) => {
+    const error = configError({ [variable]: value });
+    expect(error.message).toContain(variable);
+    expect(error.message).not.toContain('\n');
+    // The value's problem is said, not just that there is one.
+    expect(error.message.length).toBeGreaterThan(variable.length + 25);
+  });
+
+  it('refuses a maximum poll delay below the minimum', () => {
+    const error = configError({ POLL_MIN_DELAY_MS: '5000', POLL_MAX_DELAY_MS: '1000' });
+    expect(error.message).toMatch(/POLL_MAX_DELAY_MS/);
+    expect(error.message).not.toContain('\n');
+  });
+
+  it('refuses both an HS256 secret and a JWKS URL', () => {
+    const error = configError({ AUTH_JWT_SECRET: SECRET, AUTH_JWKS_URL: 'https://id.example.com/jwks' });
+    expect(error.message).toMatch(/AUTH_JWT_SECRET/);
+    expect(error.message).toMatch(/AUTH_JWKS_URL/);
+  });
+
+  describe('in production', () => {
+    it('refuses development tokens and names the auth variables', () => {
+      const error = configError({ NODE_ENV: 'production', KIE_API_KEY: 'kie-key' });
+      expect(error.message).toMatch(/AUTH_JWT_SECRET|AUTH_JWKS_URL/);
+      expect(error.message).not.toContain('\n');
+    });
+
+    it('refuses the built-in simulator and names KIE_API_KEY', () => {
+      const error = configError({ NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET });
+      expect(error.message).toContain('KIE_API_KEY');
+      expect(error.message).not.toContain('\n');
+    });
+
+    it('starts with auth and a kie key', () => {
+      const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' });
+      expect(config.nodeEnv).toBe('production');
+      expect(config.auth.mode).toBe('secret');
+      expect(config.kie.apiKey).toBe('kie-key');
+    });
+  });
+
+  it('never puts a secret into an error message', () => {
+    const error = configError({ KIE_API_KEY: 'kie-secret-value', AUTH_JWT_SECRET: 'short-secret-value' });
+    expect(error.message).not.toContain('short-secret-value');
+    expect(error.message).not.toContain('kie-secret-value');
+  });
+});
