@@ -1,0 +1,343 @@
+import { createHmac, randomUUID } from 'node:crypto';
+import { decodeGlobalID } from '@pothos/plugin-relay';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
+import { createTestDatabase, databaseKinds, type TestDatabase } from '../helpers/database.js';
+import {
+  createTaskOk,
+  getTask,
+  startTestGateway,
+  type TaskView,
+  type TestGateway,
+} from '../helpers/gateway.js';
+
+const wait = { timeout: 10_000, interval: 25 };
+const HMAC_KEY = 'callback-test-webhook-key';
+const FORGED_VIDEO = 'https://attacker.example/forged.mp4';
+
+interface Target {
+  /** The gateway's own task id, as in the callback path. */
+  id: string;
+  globalId: string;
+  secret: string;
+  upstreamTaskId: string;
+}
+
+/** A created task and what kie would know about it: its callback path and its kie id. */
+async function target(gateway: TestGateway, task: TaskView): Promise<Target> {
+  const id = decodeGlobalID(task.id).id;
+  const row = await gateway.app.service.repository.findById(id);
+  if (!row?.upstreamTaskId) throw new Error(`task ${id} was not submitted`);
+  return { id, globalId: task.id, secret: row.callbackSecret, upstreamTaskId: row.upstreamTaskId };
+}
+
+function body(upstreamTaskId: string, state: string, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    code: state === 'fail' ? 501 : 200,
+    msg: 'callback',
+    data: {
+      taskId: upstreamTaskId,
+      state,
+      resultJson: state === 'success' ? JSON.stringify({ resultUrls: [FORGED_VIDEO] }) : '',
+      ...(state === 'fail' ? { failCode: '500', failMsg: 'forged failure' } : {}),
+      ...extra,
+    },
+  });
+}
+
+function sign(upstreamTaskId: string, timestamp: number, key = HMAC_KEY): Record<string, string> {
+  return {
+    'x-webhook-timestamp': String(timestamp),
+    'x-webhook-signature': createHmac('sha256', key)
+      .update(`${upstreamTaskId}.${timestamp}`)
+      .digest('base64'),
+  };
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+async function post(
+  gateway: TestGateway,
+  path: string,
+  payload: BodyInit,
+  headers: Record<string, string> = {},
+): Promise<number> {
+  const response = await fetch(`${gateway.url}/callbacks/kie/${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: payload,
+    ...(payload instanceof ReadableStream ? { duplex: 'half' } : {}),
+  } as RequestInit);
+  await response.arrayBuffer();
+  return response.status;
+}
+
+async function waitForState(gateway: TestGateway, id: string, state: string) {
+  let task: TaskView | null = null;
+  await vi.waitFor(async () => {
+    task = await getTask(gateway, id);
+    expect(task?.state).toBe(state);
+  }, wait);
+  return task as unknown as TaskView;
+}
+
+/** What a client can see change: anything here differing means a callback was applied. */
+async function visible(gateway: TestGateway, id: string) {
+  const task = await getTask(gateway, id);
+  if (!task) throw new Error(`task ${id} vanished`);
+  return {
+    state: task.state,
+    version: task.version,
+    updatedAt: task.updatedAt,
+    resultUrls: task.resultUrls,
+    failure: task.failure,
+    upstreamTaskId: task.upstreamTaskId,
+    events: task.events.length,
+  };
+}
+
+async function acceptedCallbacks(gateway: TestGateway): Promise<number> {
+  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  const match = /^avatar_gateway_callbacks_total\{status="200"\} (\d+)/m.exec(text);
+  return Number(match?.[1] ?? 0);
+}
+
+// One database per kind for the whole file (an embedded PGlite takes seconds to start on a busy machine);
+// each block runs its own simulator and gateway, stopped before the next block starts.
+describe.each(databaseKinds())('on %s', (kind) => {
+  let database: TestDatabase;
+
+  beforeAll(async () => {
+    database = await createTestDatabase(kind);
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  describe('kie callbacks', () => {
+    let kie: SimulatorServer;
+    let gateway: TestGateway;
+
+    beforeAll(async () => {
+      kie = await startSimulatorServer({ knobs: { stepMs: 50 } });
+      // The helper's first poll comes a minute after submit: here only callbacks move tasks.
+      gateway = await startTestGateway({ database, kieUrl: kie.url });
+    });
+    afterAll(async () => {
+      await gateway?.stop();
+      await kie?.close();
+    });
+    afterEach(() => {
+      kie.simulator.knobs.callbackMode = 'normal';
+      kie.simulator.knobs.stepMs = 50;
+    });
+
+    /** A task kie keeps busy for minutes, so any state change in it came from a callback of ours. */
+    async function runningTask(): Promise<Target> {
+      kie.simulator.knobs.stepMs = 600_000;
+      const task = await createTaskOk(gateway);
+      kie.simulator.knobs.stepMs = 50;
+      expect(task.state).toBe('WAITING');
+      return target(gateway, task);
+    }
+
+    it('applies a duplicated callback once', async () => {
+      kie.simulator.knobs.callbackMode = 'duplicate';
+      const acceptedBefore = await acceptedCallbacks(gateway);
+      const created = await createTaskOk(gateway);
+      const first = await waitForState(gateway, created.id, 'SUCCEEDED');
+      // Both copies were answered 200 before the task is looked at again.
+      await vi.waitFor(async () => expect(await acceptedCallbacks(gateway)).toBe(acceptedBefore + 2), wait);
+      const task = await getTask(gateway, created.id);
+      expect(task?.version).toBe(first.version);
+      expect(task?.version).toBe(3);
+      expect(task?.events.filter((event) => event.state === 'SUCCEEDED')).toHaveLength(1);
+      expect(task?.updatedAt).toBe(first.updatedAt);
+    });
+
+    it('ignores stale and contradicting callbacks after success, answering 200', async () => {
+      const created = await createTaskOk(gateway);
+      await waitForState(gateway, created.id, 'SUCCEEDED');
+      const task = await target(gateway, created);
+      const before = await visible(gateway, task.globalId);
+      expect(before.resultUrls[0]).toMatch(/\/results\/task_kling_/);
+      for (const state of ['waiting', 'queuing', 'generating', 'fail', 'success']) {
+        expect(await post(gateway, `${task.id}/${task.secret}`, body(task.upstreamTaskId, state))).toBe(200);
+      }
+      expect(await visible(gateway, task.globalId)).toEqual(before);
+    });
+
+    it('moves forward through out-of-order callbacks and never back', async () => {
+      const task = await runningTask();
+      const path = `${task.id}/${task.secret}`;
+      expect(await post(gateway, path, body(task.upstreamTaskId, 'generating'))).toBe(200);
+      expect((await visible(gateway, task.globalId)).state).toBe('GENERATING');
+      const generating = await visible(gateway, task.globalId);
+      expect(await post(gateway, path, body(task.upstreamTaskId, 'queuing'))).toBe(200);
+      expect(await post(gateway, path, body(task.upstreamTaskId, 'waiting'))).toBe(200);
+      expect(await visible(gateway, task.globalId)).toEqual(generating);
+      // kie's other spelling of the id and of the message.
+      const alternative = JSON.stringify({
+        code: 200,
+        message: 'done',
+        data: { task_id: task.upstreamTaskId, state: 'success', resultJson: { resultUrls: [FORGED_VIDEO] } },
+      });
+      expect(await post(gateway, path, alternative)).toBe(200);
+      const done = await getTask(gateway, task.globalId);
+      expect(done?.state).toBe('SUCCEEDED');
+      expect(done?.videoUrl).toBe(FORGED_VIDEO);
+      expect(done?.events.map((event) => [event.state, event.source])).toEqual([
+        ['PENDING', 'MUTATION'],
+        ['WAITING', 'MUTATION'],
+        ['GENERATING', 'CALLBACK'],
+        ['SUCCEEDED', 'CALLBACK'],
+      ]);
+      expect(await post(gateway, path, body(task.upstreamTaskId, 'fail'))).toBe(200);
+      expect((await getTask(gateway, task.globalId))?.state).toBe('SUCCEEDED');
+    });
+
+    it('records a failure callback with kie’s message', async () => {
+      const task = await runningTask();
+      expect(await post(gateway, `${task.id}/${task.secret}`, body(task.upstreamTaskId, 'fail'))).toBe(200);
+      const failed = await getTask(gateway, task.globalId);
+      expect(failed?.state).toBe('FAILED');
+      expect(failed?.failure?.code).toBe('GENERATION_FAILED');
+      expect(failed?.failure?.message).toContain('forged failure');
+      expect(failed?.events.at(-1)).toMatchObject({ state: 'FAILED', source: 'CALLBACK' });
+      expect(failed?.completedAt).not.toBeNull();
+    });
+
+    it('refuses forged, misdirected and malformed callbacks, changing nothing', async () => {
+      const a = await runningTask();
+      const b = await runningTask();
+      const beforeA = await visible(gateway, a.globalId);
+      const beforeB = await visible(gateway, b.globalId);
+      const success = body(a.upstreamTaskId, 'success');
+      const big = JSON.stringify({
+        data: { taskId: a.upstreamTaskId, state: 'success', pad: 'x'.repeat(70_000) },
+      });
+      const cases: Array<[string, string, BodyInit | (() => BodyInit), number]> = [
+        ['a wrong secret', `${a.id}/${'A'.repeat(32)}`, success, 401],
+        ["another task's secret", `${a.id}/${b.secret}`, success, 401],
+        ['no secret', `${a.id}`, success, 404],
+        ['an extra path segment', `${a.id}/${a.secret}/more`, success, 404],
+        ['an unknown task', `${randomUUID()}/${a.secret}`, success, 404],
+        ['a task id that is not one', `not-a-task/${a.secret}`, success, 404],
+        ["another task's kie id", `${a.id}/${a.secret}`, body(b.upstreamTaskId, 'success'), 401],
+        ['an unknown kie id', `${a.id}/${a.secret}`, body('task_kling_0_forged', 'success'), 401],
+        ['malformed JSON', `${a.id}/${a.secret}`, '{"data": {"taskId":', 400],
+        ['JSON that is no callback', `${a.id}/${a.secret}`, '[1,2,3]', 400],
+        ['an unknown state', `${a.id}/${a.secret}`, body(a.upstreamTaskId, 'finished'), 400],
+        ['no kie id', `${a.id}/${a.secret}`, JSON.stringify({ data: { state: 'success' } }), 400],
+        ['a body over 64 KiB', `${a.id}/${a.secret}`, big, 413],
+        [
+          'a streamed body over 64 KiB',
+          `${a.id}/${a.secret}`,
+          () =>
+            new ReadableStream<Uint8Array>({
+              start(controller) {
+                // No content-length: the cap must hold while reading.
+                for (let i = 0; i < 10; i++)
+                  controller.enqueue(new TextEncoder().encode(big.slice(i * 7000)));
+                controller.close();
+              },
+            }),
+          413,
+        ],
+      ];
+      for (const [name, path, payload, status] of cases) {
+        const sent = typeof payload === 'function' ? payload() : payload;
+        expect({ name, status: await post(gateway, path, sent) }).toEqual({ name, status });
+        expect({ name, a: await visible(gateway, a.globalId) }).toEqual({ name, a: beforeA });
+      }
+      expect(await visible(gateway, b.globalId)).toEqual(beforeB);
+      const get = await fetch(`${gateway.url}/callbacks/kie/${a.id}/${a.secret}`);
+      expect(get.status).toBe(405);
+
+      // The same callback with the right secret and id is taken: the refusals above were not for its content.
+      expect(await post(gateway, `${a.id}/${a.secret}`, success)).toBe(200);
+      expect((await getTask(gateway, a.globalId))?.state).toBe('SUCCEEDED');
+      expect(await visible(gateway, b.globalId)).toEqual(beforeB);
+    });
+  });
+
+  describe('signed kie callbacks (KIE_WEBHOOK_HMAC_KEY)', () => {
+    let kie: SimulatorServer;
+    let gateway: TestGateway;
+
+    beforeAll(async () => {
+      kie = await startSimulatorServer({ hmacKey: HMAC_KEY, knobs: { stepMs: 50 } });
+      gateway = await startTestGateway({
+        database,
+        kieUrl: kie.url,
+        env: { KIE_WEBHOOK_HMAC_KEY: HMAC_KEY },
+      });
+    });
+    afterAll(async () => {
+      await gateway?.stop();
+      await kie?.close();
+    });
+
+    it("accepts kie's signed callback", async () => {
+      const created = await createTaskOk(gateway);
+      const task = await waitForState(gateway, created.id, 'SUCCEEDED');
+      expect(task.events.at(-1)).toMatchObject({ state: 'SUCCEEDED', source: 'CALLBACK' });
+    });
+
+    it('refuses a missing, wrong or stale signature, changing nothing', async () => {
+      kie.simulator.knobs.stepMs = 600_000;
+      const created = await createTaskOk(gateway);
+      const other = await target(gateway, await createTaskOk(gateway));
+      kie.simulator.knobs.stepMs = 50;
+      const task = await target(gateway, created);
+      const path = `${task.id}/${task.secret}`;
+      const success = body(task.upstreamTaskId, 'success');
+      const before = await visible(gateway, task.globalId);
+      const now = nowSeconds();
+      const cases: Array<[string, Record<string, string>, string]> = [
+        ['no signature', {}, path],
+        ['a timestamp only', { 'x-webhook-timestamp': String(now) }, path],
+        [
+          'a signature only',
+          { 'x-webhook-signature': sign(task.upstreamTaskId, now)['x-webhook-signature'] ?? '' },
+          path,
+        ],
+        ['another key', sign(task.upstreamTaskId, now, 'not-the-key'), path],
+        ["another task's kie id", sign(other.upstreamTaskId, now), path],
+        // 20 s beyond the window, so whole-second timestamps and a slow machine cannot bring them inside it.
+        ['a timestamp 320 s old', sign(task.upstreamTaskId, now - 320), path],
+        ['a timestamp 320 s ahead', sign(task.upstreamTaskId, now + 320), path],
+        ['a timestamp in milliseconds', sign(task.upstreamTaskId, Date.now()), path],
+        [
+          'a signature for a tampered timestamp',
+          { ...sign(task.upstreamTaskId, now), 'x-webhook-timestamp': String(now - 1) },
+          path,
+        ],
+        [
+          'a valid signature but a wrong secret',
+          sign(task.upstreamTaskId, now),
+          `${task.id}/${other.secret}`,
+        ],
+      ];
+      for (const [name, headers, url] of cases) {
+        expect({ name, status: await post(gateway, url, success, headers) }).toEqual({ name, status: 401 });
+        expect({ name, task: await visible(gateway, task.globalId) }).toEqual({ name, task: before });
+      }
+
+      // Inside the window, a few minutes of clock skew are accepted.
+      expect(
+        await post(
+          gateway,
+          path,
+          body(task.upstreamTaskId, 'generating'),
+          sign(task.upstreamTaskId, now - 200),
+        ),
+      ).toBe(200);
+      expect((await getTask(gateway, task.globalId))?.state).toBe('GENERATING');
+      expect(await post(gateway, path, success, sign(task.upstreamTaskId, nowSeconds()))).toBe(200);
+      const done = await getTask(gateway, task.globalId);
+      expect(done?.state).toBe('SUCCEEDED');
+      expect(done?.videoUrl).toBe(FORGED_VIDEO);
+    });
+  });
+});
