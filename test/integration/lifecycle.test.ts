@@ -287,6 +287,11 @@ describe.each(databaseKinds())('on %s', (kind) => {
         const rest = await listPage(gateway, many, { first: 1000, after: capped.pageInfo.endCursor });
         expect(rest.edges).toHaveLength(5);
         expect(rest.pageInfo.hasNextPage).toBe(false);
+        const empty = await listPage(gateway, many, { first: 0 });
+        expect(empty.edges).toHaveLength(0);
+        expect(empty.pageInfo.hasNextPage).toBe(true);
+        const negative = await gateway.gql(LIST, { first: -1 }, many);
+        expect(negative.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
         expect(await listAll(gateway, many, { first: 7 })).toEqual(
           expected.map((task) => encodeGlobalID('AvatarTask', task.id)),
         );

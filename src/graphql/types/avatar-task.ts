@@ -177,13 +177,18 @@ builder.queryFields((t) => ({
     type: AvatarTaskConnection,
     description: `Your tasks, newest first (Relay connection; at most ${MAX_PAGE_SIZE} a page).`,
     args: {
-      first: t.arg.int({ description: `Page size, 1 to ${MAX_PAGE_SIZE}; default ${DEFAULT_PAGE_SIZE}.` }),
+      first: t.arg.int({ description: `Page size, 0 to ${MAX_PAGE_SIZE}; default ${DEFAULT_PAGE_SIZE}.` }),
       after: t.arg.string({ description: 'Cursor of the last edge of the previous page.' }),
       states: t.arg({ type: [AvatarTaskStateEnum], description: 'Only tasks in these states.' }),
     },
     resolve: async (_root, args, context) => {
       const viewer = requireViewer(context);
-      const first = Math.min(MAX_PAGE_SIZE, Math.max(1, args.first ?? DEFAULT_PAGE_SIZE));
+      if (args.first != null && args.first < 0) {
+        throw new GraphQLError('first must not be negative', {
+          extensions: { code: 'BAD_USER_INPUT', field: 'first' },
+        });
+      }
+      const first = Math.min(MAX_PAGE_SIZE, args.first ?? DEFAULT_PAGE_SIZE);
       const page = await context.repository.listForUser(viewer.id, {
         first,
         after: args.after ? decodeCursor(args.after) : undefined,
