@@ -67,14 +67,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         }
         socketsPerUser.set(viewer.id, open + 1);
         ctx.extra.viewer = viewer;
-        if (viewer.expiresAt) {
-          const ms = viewer.expiresAt * 1000 - Date.now();
-          ctx.extra.expiry = setTimeout(
-            () => ctx.extra.socket.close(CLOSE_FORBIDDEN, 'Token expired'),
-            Math.max(0, ms),
-          );
-          ctx.extra.expiry.unref();
-        }
+        if (viewer.expiresAt) closeAtExpiry(ctx.extra, viewer.expiresAt * 1000);
         return true;
       },
       onClose: (ctx: Context<Record<string, unknown>, Extra>) => {
@@ -134,6 +127,22 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
       await disposable.dispose();
     },
   };
+}
+
+// setTimeout fires at once for anything longer (about 24.8 days), e.g. a 30-day development token.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Closes the socket when its token expires, however far away that is. */
+function closeAtExpiry(extra: Extra, expiresAtMs: number): void {
+  const ms = expiresAtMs - Date.now();
+  extra.expiry = setTimeout(
+    () => {
+      if (ms > MAX_TIMER_MS) closeAtExpiry(extra, expiresAtMs);
+      else extra.socket.close(CLOSE_FORBIDDEN, 'Token expired');
+    },
+    Math.max(0, Math.min(ms, MAX_TIMER_MS)),
+  );
+  extra.expiry.unref();
 }
 
 type Envelope = {
