@@ -24,7 +24,8 @@ export class RedisEventBus implements EventBus {
       parse: (message: string) => message,
     };
     this.target = createRedisEventTarget<CustomEvent<string>>({ publishClient, subscribeClient, serializer });
-    let readies = 0;
+    // start() has already connected it: that first 'ready' has passed, so the next one is a reconnect.
+    let readies = subscribeClient.status === 'ready' ? 1 : 0;
     subscribeClient.on('ready', () => {
       readies += 1;
       if (readies === 1) return;
