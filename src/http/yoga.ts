@@ -1,4 +1,3 @@
-import { useGraphQLSSE } from '@graphql-yoga/plugin-graphql-sse';
 import { createYoga, type Plugin, type YogaInitialContext } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
@@ -16,6 +15,7 @@ import {
 import { schema } from '../graphql/schema.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
+import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 
 export const GRAPHQL_PATH = '/graphql';
@@ -48,7 +48,7 @@ export function createGatewayYoga(options: YogaOptions) {
       (request, path) => handleKieCallback(request, path, options.callbacks),
     ),
     // graphql-sse's own protocol (single-connection mode too) at /graphql/stream, for its client library.
-    useGraphQLSSE(),
+    useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`),
   ];
   if (simulator) {
     plugins.push(
@@ -65,7 +65,11 @@ export function createGatewayYoga(options: YogaOptions) {
     landingPage: false,
     logging: options.logger,
     plugins,
-    // yoga's SSE answers already ping every 12 s, which keeps idle streams open behind proxies.
+    // yoga's own SSE (Accept: text/event-stream on /graphql) pings every 12 s, keeping idle streams open.
+    // GraphiQL's scripts come from the package, not yoga's default CDN, so it works on a machine without
+    // internet access. The page is large, so it is loaded only when someone opens GraphiQL.
+    renderGraphiQL: async (graphiqlOptions) =>
+      (await import('@graphql-yoga/render-graphiql')).renderGraphiQL(graphiqlOptions),
     graphiql: {
       title: 'avatar-gateway',
       defaultQuery: exampleOperations,
