@@ -20,16 +20,22 @@ export interface GraphQLContext extends GatewayServices {
 }
 
 export function createContext(services: GatewayServices, viewer: Viewer | null): GraphQLContext {
+  let eventsByTask: DataLoader<string, AvatarTaskEventRow[]> | undefined;
   return {
     ...services,
     viewer,
-    eventsByTask: new DataLoader(
-      async (taskIds) => {
-        const events = await services.repository.listEventsForTasks(taskIds);
-        return taskIds.map((id) => events.filter((event) => event.taskId === id));
-      },
-      { cache: false },
-    ),
+    // Made on first use: most operations (and every idle subscription) never select events, and a loader per
+    // context would be most of an idle subscription's memory.
+    get eventsByTask() {
+      eventsByTask ??= new DataLoader(
+        async (taskIds) => {
+          const events = await services.repository.listEventsForTasks(taskIds);
+          return taskIds.map((id) => events.filter((event) => event.taskId === id));
+        },
+        { cache: false },
+      );
+      return eventsByTask;
+    },
   };
 }
 
