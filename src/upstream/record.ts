@@ -16,6 +16,9 @@ const recordSchema = z
   })
   .refine((record) => record.taskId ?? record.task_id, { message: 'taskId is missing', path: ['taskId'] });
 
+// Built once: a zod schema costs more to build than to run, and every callback and poll parses one.
+const resultJsonSchema = z.object({ resultUrls: z.array(z.string()).default([]) });
+
 export class UpstreamRecordError extends Error {
   override name = 'UpstreamRecordError';
 }
@@ -50,7 +53,7 @@ function parseResultUrls(
       throw new UpstreamRecordError('invalid task record: resultJson is not JSON');
     }
   }
-  const urls = z.object({ resultUrls: z.array(z.string()).default([]) }).safeParse(value);
+  const urls = resultJsonSchema.safeParse(value);
   if (!urls.success) throw new UpstreamRecordError('invalid task record: resultJson has no resultUrls list');
   return urls.data.resultUrls;
 }
