@@ -3,7 +3,7 @@ import type { AvatarTaskRow } from '../db/schema.js';
 import { failureCodes } from '../tasks/errors.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
-import { nextPollDelayMs } from '../tasks/states.js';
+import { type AvatarTaskEventSource, nextPollDelayMs } from '../tasks/states.js';
 import { KieError } from '../upstream/errors.js';
 import type { KieClient } from '../upstream/kie-client.js';
 import type { SlidingWindowLimiter } from '../upstream/rate-limiter.js';
@@ -25,6 +25,50 @@ export interface PollerOptions {
   leaseMs: number;
 }
 
+const HEALTH_WINDOW = 50;
+const DURATION_WINDOW = 200;
+const MIN_SAMPLES = 10;
+/** Callbacks are relied on while at most one result in ten was found by a poll before its callback came. */
+const RELIABLE_SHARE = 0.9;
+const QUIET_QUANTILE = 0.95;
+/** A task is overdue once it has run this much longer than 95% of recent tasks. */
+const QUIET_MARGIN = 1.5;
+
+/**
+ * Whether kie's callbacks arrive, from the last results this instance applied: a callback that brought a task
+ * to its end counts for, a poll that found the task already finished counts against. While they arrive, a
+ * task younger than most recent tasks took (1.5 times their 95th percentile) is not queried: its callback is
+ * the likelier news, and querying it is what made the poller cost several queries per task. The margin also
+ * covers a young gateway, whose first durations are those of the tasks that finished first, the short ones.
+ * A poll still comes on the usual schedule once a task is overdue, so a lost callback is found, counts
+ * against, and after a few of those every task is queried on the usual schedule again (within 25% of its
+ * age). With no history yet, the usual schedule applies.
+ */
+export class CallbackHealth {
+  private readonly outcomes: boolean[] = [];
+  private readonly durations: number[] = [];
+
+  record(task: AvatarTaskRow, source: AvatarTaskEventSource): void {
+    if (source !== 'CALLBACK' && source !== 'POLLER') return;
+    this.outcomes.push(source === 'CALLBACK');
+    if (this.outcomes.length > HEALTH_WINDOW) this.outcomes.shift();
+    if (source === 'CALLBACK' && task.submittedAt && task.completedAt) {
+      this.durations.push(task.completedAt.getTime() - task.submittedAt.getTime());
+      if (this.durations.length > DURATION_WINDOW) this.durations.shift();
+    }
+  }
+
+  /** Age (since submission) under which a task is left to its callback; 0 while callbacks are not reliable. */
+  quietPeriodMs(): number {
+    if (this.outcomes.length < MIN_SAMPLES || this.durations.length < MIN_SAMPLES) return 0;
+    const callbacks = this.outcomes.filter(Boolean).length;
+    if (callbacks / this.outcomes.length < RELIABLE_SHARE) return 0;
+    const sorted = [...this.durations].sort((a, b) => a - b);
+    const quantile = sorted[Math.min(sorted.length - 1, Math.ceil(QUIET_QUANTILE * sorted.length) - 1)] ?? 0;
+    return quantile * QUIET_MARGIN;
+  }
+}
+
 /**
  * The fallback for callbacks that are late, duplicated or never come, and the loop that finishes the
  * gateway's own unfinished business: tasks still to submit, submits whose outcome is unknown, timeouts.
@@ -33,9 +77,16 @@ export interface PollerOptions {
 export class Poller {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** Tasks being worked: a slow kie answer holds up only its own task, not the next tick. */
+  private readonly inFlight = new Set<Promise<void>>();
   private stopped = true;
+  readonly callbackHealth = new CallbackHealth();
+  /** How late a check lands after it was due (the tick, kie's answer, the write), smoothed. */
+  private checkLagMs = 0;
 
-  constructor(private readonly options: PollerOptions) {}
+  constructor(private readonly options: PollerOptions) {
+    options.service.onSettled((task, source) => this.callbackHealth.record(task, source));
+  }
 
   start(): void {
     this.stopped = false;
@@ -46,6 +97,7 @@ export class Poller {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+    await this.settled();
   }
 
   private schedule(delayMs: number): void {
@@ -59,13 +111,27 @@ export class Poller {
     this.timer.unref();
   }
 
-  /** One pass: lease what is due (at most what kie's query limit allows per interval) and work it. */
+  /**
+   * One pass: lease what is due (at most what kie's query limit allows per interval, less what is still being
+   * worked) and start working it. The next pass does not wait for this one's slowest task: a kie answer that
+   * takes its whole timeout used to hold up every other poll, submit and timeout. `settled()` waits for it.
+   */
   async tick(): Promise<number> {
     const { repository, intervalMs, maxQueriesPerSecond, leaseMs } = this.options;
     const batch = Math.max(1, Math.ceil((maxQueriesPerSecond * intervalMs) / 1000));
-    const due = await repository.claimDue(batch, leaseMs);
-    await Promise.all(due.map((task) => this.work(task)));
+    const room = batch - this.inFlight.size;
+    if (room <= 0) return 0;
+    const due = await repository.claimDue(room, leaseMs);
+    for (const task of due) {
+      const work: Promise<void> = this.work(task).finally(() => this.inFlight.delete(work));
+      this.inFlight.add(work);
+    }
     return due.length;
+  }
+
+  /** Resolves when every task leased so far has been worked. */
+  async settled(): Promise<void> {
+    await Promise.all(this.inFlight);
   }
 
   private async work(task: AvatarTaskRow): Promise<void> {
@@ -84,8 +150,17 @@ export class Poller {
         await this.workUnsubmitted(task, now);
         return;
       }
+      const age = now - (task.submittedAt ?? task.createdAt).getTime();
+      if (task.upstreamTaskId && age < this.callbackHealth.quietPeriodMs()) {
+        // Checked again on the usual schedule, so a change in the callbacks' health applies at once.
+        const { nextCheckAt } = this.nextPoll(task, now);
+        await repository.patch(task.id, { leaseUntil: null, nextCheckAt });
+        return;
+      }
       const snapshot = await this.options.kie.recordInfo(task.upstreamTaskId ?? '');
       await service.applyUpstream(task.id, snapshot, 'POLLER', this.nextPoll(task, Date.now()));
+      const lag = Date.now() - (task.nextCheckAt?.getTime() ?? now);
+      this.checkLagMs = 0.9 * this.checkLagMs + 0.1 * Math.max(0, lag);
     } catch (error) {
       logger.warn({ err: error, taskId: task.id }, 'checking a task failed; will retry');
       const retryInMs =
@@ -131,7 +206,10 @@ export class Poller {
 
   private nextPoll(task: AvatarTaskRow, now: number) {
     const age = now - (task.submittedAt ?? task.createdAt).getTime();
-    const delay = nextPollDelayMs(age, this.options);
+    // A check lands after it was due: up to a tick later, plus kie's answer and the write. Asking that much
+    // earlier keeps the result within 25% of the task's age.
+    const allowance = Math.max(this.options.intervalMs, this.checkLagMs);
+    const delay = Math.max(0, nextPollDelayMs(age, this.options) - allowance);
     return {
       pollAttempts: task.pollAttempts + 1,
       leaseUntil: null,

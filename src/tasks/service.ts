@@ -77,12 +77,23 @@ export interface TaskServiceOptions {
 
 export type SubmitOutcome = 'accepted' | 'queued' | 'unknown' | 'refused' | 'not_claimed';
 
+/** Hears about every task this instance brought to SUCCEEDED or FAILED, and what brought it there. */
+export type SettledListener = (task: AvatarTaskRow, source: AvatarTaskEventSource) => void;
+
 /**
  * The domain's one way in: the mutation, the callback route and the poller all change tasks through here,
  * and every change is published on the bus after it commits.
  */
 export class TaskService {
+  private readonly settledListeners = new Set<SettledListener>();
+
   constructor(private readonly options: TaskServiceOptions) {}
+
+  /** The poller listens, to learn whether kie's callbacks arrive and how long tasks take. */
+  onSettled(listener: SettledListener): () => void {
+    this.settledListeners.add(listener);
+    return () => this.settledListeners.delete(listener);
+  }
 
   get repository(): TaskRepository {
     return this.options.repository;
@@ -277,6 +288,9 @@ export class TaskService {
     if (result?.changed) {
       this.options.metrics.transitions.inc({ state: result.task.state, source });
       await this.publish(result.task);
+      if (isTerminal(result.task.state)) {
+        for (const listener of this.settledListeners) listener(result.task, source);
+      }
     }
     return result;
   }
