@@ -1,0 +1,106 @@
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+
+/**
+ * The server side of the IPC protocol every bench server process speaks (the gateway launcher and each
+ * baseline): it reports `ready` with its URL, and answers the orchestrator's `gc`, `cpu`, `stats` and `stop`.
+ */
+
+export type ParentMessage = { id: number; type: 'gc' | 'cpu' | 'stats' | 'stop' };
+export type ChildMessage =
+  | { type: 'ready'; url: string }
+  | { type: 'failed'; message: string }
+  | { type: 'reply'; id: number; value: unknown };
+
+export interface ChildHooks {
+  stop(): Promise<void>;
+  /** Whatever the scenario wants to read from inside the process (counters, sizes). */
+  stats?(): unknown;
+}
+
+/** The environment the orchestrator chose for this process; the shell's own variables never leak in. */
+export function benchEnv(): Record<string, string> {
+  const raw = process.env.BENCH_ENV;
+  if (!raw) throw new Error('BENCH_ENV is not set: start this file through bench/run.ts');
+  return JSON.parse(raw) as Record<string, string>;
+}
+
+export interface GcPauses {
+  count: number;
+  totalMs: number;
+  maxMs: number;
+}
+
+export interface GcStats {
+  minor: GcPauses;
+  major: GcPauses;
+}
+
+export const describeGc = (gc: GcStats) =>
+  `${gc.major.count} major collections (longest ${gc.major.maxMs.toFixed(0)} ms), ${gc.minor.count} minor (longest ${gc.minor.maxMs.toFixed(0)} ms)`;
+
+/** Garbage-collection pauses since the process started (or since the last `stats`), by kind. */
+const pauses = { minor: newPauses(), major: newPauses() };
+function newPauses(): GcPauses {
+  return { count: 0, totalMs: 0, maxMs: 0 };
+}
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = (entry as { detail?: { kind?: number } }).detail?.kind;
+    const bucket = kind === constants.NODE_PERFORMANCE_GC_MAJOR ? pauses.major : pauses.minor;
+    bucket.count++;
+    bucket.totalMs += entry.duration;
+    bucket.maxMs = Math.max(bucket.maxMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+function collectGarbage(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('start this process with --expose-gc');
+  // Twice: the first pass can leave weakly held or finalizable objects for the second.
+  gc();
+  gc();
+}
+
+export function reportReady(url: string, hooks: ChildHooks): void {
+  let stopping = false;
+  process.on('message', async (raw: ParentMessage) => {
+    const reply = (value: unknown) => send({ type: 'reply', id: raw.id, value });
+    switch (raw.type) {
+      case 'gc':
+        collectGarbage();
+        reply(process.memoryUsage());
+        return;
+      case 'cpu':
+        reply({ cpu: process.cpuUsage(), at: performance.now() });
+        return;
+      case 'stats': {
+        // GC pauses since the last `stats`: a long major collection stalls every request at once.
+        reply({ ...((hooks.stats?.() as object | undefined) ?? {}), gc: { ...pauses } });
+        pauses.minor = newPauses();
+        pauses.major = newPauses();
+        return;
+      }
+      case 'stop':
+        if (stopping) return;
+        stopping = true;
+        await hooks.stop().catch((error: unknown) => console.error('stopping failed:', error));
+        reply(null);
+        // A normal exit, so `--cpu-prof` writes its profile.
+        process.exit(0);
+    }
+  });
+  // The orchestrator died: do not linger on the pinned core.
+  process.on('disconnect', () => process.exit(0));
+  send({ type: 'ready', url });
+}
+
+export function reportFailure(error: unknown): never {
+  const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+  send({ type: 'failed', message });
+  console.error(message);
+  process.exit(1);
+}
