@@ -109,6 +109,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       metrics,
       publicUrl: () => publicUrl,
       minPollDelayMs: config.poller.minDelayMs,
+      taskTimeoutMs: config.poller.taskTimeoutMs,
       submitGraceMs: config.poller.submitGraceMs,
       submitLeaseMs,
       maxPendingSubmits: config.poller.maxPendingSubmits,

@@ -70,6 +70,8 @@ export interface TaskServiceOptions {
   /** Base URL kie reaches this gateway at; resolved late because the port may be chosen at start. */
   publicUrl: () => string;
   minPollDelayMs: number;
+  /** The first poll is never later than the task's timeout, so the timeout is found on time. */
+  taskTimeoutMs: number;
   submitGraceMs: number;
   submitLeaseMs: number;
   maxPendingSubmits: number;
@@ -182,7 +184,14 @@ export class TaskService {
         leaseUntil: null,
         ...(isTerminal(task.state)
           ? {}
-          : { nextCheckAt: new Date(now.getTime() + this.options.minPollDelayMs) }),
+          : {
+              nextCheckAt: new Date(
+                Math.min(
+                  now.getTime() + this.options.minPollDelayMs,
+                  task.createdAt.getTime() + this.options.taskTimeoutMs,
+                ),
+              ),
+            }),
       },
     }));
     return { task: result?.task, outcome: 'accepted' };

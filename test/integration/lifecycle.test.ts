@@ -332,5 +332,20 @@ describe.each(databaseKinds())('on %s', (kind) => {
       expect(kie.simulator.stats.queries).toBeGreaterThanOrEqual(1);
       expect(kie.simulator.stats.creates).toBe(1);
     });
+
+    it('times out on time even when the first poll would come after the timeout', async () => {
+      const late = await startTestGateway({
+        database,
+        kieUrl: kie.url,
+        env: { TASK_TIMEOUT_MS: '1000', POLL_MIN_DELAY_MS: '600000', POLL_MAX_DELAY_MS: '600000' },
+      });
+      try {
+        const created = await createTaskOk(late);
+        const task = await waitForState(late, created.id, 'FAILED');
+        expect(task.failure?.code).toBe('TIMEOUT');
+      } finally {
+        await late.stop();
+      }
+    });
   });
 });
