@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
+import { afterAll, beforeAll } from 'vitest';
 import { type DatabaseHandle, openDatabase } from '../../src/db/connection.js';
 
 export type DatabaseKind = 'pglite' | 'postgres';
@@ -56,5 +57,32 @@ export async function createTestDatabase(kind: DatabaseKind): Promise<TestDataba
       await admin.unsafe(`drop database if exists ${name} with (force)`);
       await admin.end();
     },
+  };
+}
+
+/**
+ * One fresh database for the enclosing describe block: created before its tests, dropped after them. The
+ * returned handle can be passed around at once; it reaches the database only when a test uses it.
+ */
+export function useTestDatabase(kind: DatabaseKind): TestDatabase {
+  let current: TestDatabase | undefined;
+  beforeAll(async () => {
+    current = await createTestDatabase(kind);
+  });
+  afterAll(async () => {
+    await current?.dispose();
+  });
+  const created = () => {
+    if (!current) throw new Error('the test database exists only while the block runs');
+    return current;
+  };
+  return {
+    kind,
+    get url() {
+      return created().url;
+    },
+    open: () => created().open(),
+    // Dropped by the block's afterAll.
+    dispose: async () => {},
   };
 }

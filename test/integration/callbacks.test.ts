@@ -2,7 +2,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
-import { createTestDatabase, databaseKinds, type TestDatabase } from '../helpers/database.js';
+import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
   createTaskOk,
   getTask,
@@ -105,14 +105,7 @@ async function acceptedCallbacks(gateway: TestGateway): Promise<number> {
 // One database per kind for the whole file (an embedded PGlite takes seconds to start on a busy machine);
 // each block runs its own simulator and gateway, stopped before the next block starts.
 describe.each(databaseKinds())('on %s', (kind) => {
-  let database: TestDatabase;
-
-  beforeAll(async () => {
-    database = await createTestDatabase(kind);
-  });
-  afterAll(async () => {
-    await database?.dispose();
-  });
+  const database = useTestDatabase(kind);
 
   describe('kie callbacks', () => {
     let kie: SimulatorServer;

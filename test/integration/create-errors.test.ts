@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
-import { createTestDatabase, databaseKinds, type TestDatabase } from '../helpers/database.js';
+import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
   type CreateResult,
   createTask,
@@ -46,14 +46,7 @@ const sources = (task: TaskView) => task.events.map((event) => [event.state, eve
 // One database per kind for the whole file (an embedded PGlite takes seconds to start on a busy machine);
 // each block runs its own simulator and gateway, stopped before the next block starts.
 describe.each(databaseKinds())('on %s', (kind) => {
-  let database: TestDatabase;
-
-  beforeAll(async () => {
-    database = await createTestDatabase(kind);
-  });
-  afterAll(async () => {
-    await database?.dispose();
-  });
+  const database = useTestDatabase(kind);
 
   describe('createAvatarTask against kie errors and bad input', () => {
     let kie: SimulatorServer;

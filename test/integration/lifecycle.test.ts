@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
-import { createTestDatabase, databaseKinds, type TestDatabase } from '../helpers/database.js';
+import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
   createTaskOk,
   getTask,
@@ -66,14 +66,7 @@ async function listAll(gateway: TestGateway, user: string, variables: Record<str
 // One database per kind for the whole file (an embedded PGlite takes seconds to start on a busy machine);
 // each block runs its own simulator and gateway, stopped before the next block starts.
 describe.each(databaseKinds())('on %s', (kind) => {
-  let database: TestDatabase;
-
-  beforeAll(async () => {
-    database = await createTestDatabase(kind);
-  });
-  afterAll(async () => {
-    await database?.dispose();
-  });
+  const database = useTestDatabase(kind);
 
   describe('task lifecycle', () => {
     let kie: SimulatorServer;
