@@ -2,6 +2,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
+import { expect, vi } from 'vitest';
 import { type RunningApp, startApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { TestDatabase } from './database.js';
@@ -148,4 +149,17 @@ export async function getTask(gateway: TestGateway, id: string, user = 'alice'):
   );
   if (!result.data) throw new Error(`avatarTask failed: ${JSON.stringify(result.errors)}`);
   return result.data.avatarTask;
+}
+
+/** Waits until the user sees the task in `state` (the API's view, over HTTP) and returns it. */
+export async function waitForState(gateway: TestGateway, id: string, state: string, user = 'alice') {
+  let task: TaskView | null = null;
+  await vi.waitFor(
+    async () => {
+      task = await getTask(gateway, id, user);
+      expect(task?.state).toBe(state);
+    },
+    { timeout: 10_000, interval: 25 },
+  );
+  return task as unknown as TaskView;
 }

@@ -9,6 +9,7 @@ import {
   startTestGateway,
   type TaskView,
   type TestGateway,
+  waitForState,
 } from '../helpers/gateway.js';
 
 const wait = { timeout: 10_000, interval: 25 };
@@ -70,15 +71,6 @@ async function post(
   } as RequestInit);
   await response.arrayBuffer();
   return response.status;
-}
-
-async function waitForState(gateway: TestGateway, id: string, state: string) {
-  let task: TaskView | null = null;
-  await vi.waitFor(async () => {
-    task = await getTask(gateway, id);
-    expect(task?.state).toBe(state);
-  }, wait);
-  return task as unknown as TaskView;
 }
 
 /** What a client can see change: anything here differing means a callback was applied. */

@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
@@ -11,18 +11,8 @@ import {
   TASK_FIELDS,
   type TaskView,
   type TestGateway,
+  waitForState,
 } from '../helpers/gateway.js';
-
-const wait = { timeout: 10_000, interval: 25 };
-
-async function waitForState(gateway: TestGateway, id: string, state: string, user = 'alice') {
-  let task: TaskView | null = null;
-  await vi.waitFor(async () => {
-    task = await getTask(gateway, id, user);
-    expect(task?.state).toBe(state);
-  }, wait);
-  return task as unknown as TaskView;
-}
 
 /** A user's whole history, newest first. */
 async function history(gateway: TestGateway, user: string): Promise<TaskView[]> {

@@ -10,18 +10,10 @@ import {
   startTestGateway,
   type TaskView,
   type TestGateway,
+  waitForState,
 } from '../helpers/gateway.js';
 
 const wait = { timeout: 10_000, interval: 25 };
-
-async function waitForState(gateway: TestGateway, id: string, state: string, user = 'alice') {
-  let task: TaskView | null = null;
-  await vi.waitFor(async () => {
-    task = await getTask(gateway, id, user);
-    expect(task?.state).toBe(state);
-  }, wait);
-  return task as unknown as TaskView;
-}
 
 const sources = (task: TaskView) => task.events.map((event) => [event.state, event.source]);
 

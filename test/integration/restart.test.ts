@@ -10,18 +10,10 @@ import {
   startTestGateway,
   type TaskView,
   type TestGateway,
+  waitForState,
 } from '../helpers/gateway.js';
 
 const wait = { timeout: 10_000, interval: 25 };
-
-async function waitForState(gateway: TestGateway, id: string, state: string) {
-  let task: TaskView | null = null;
-  await vi.waitFor(async () => {
-    task = await getTask(gateway, id);
-    expect(task?.state).toBe(state);
-  }, wait);
-  return task as unknown as TaskView;
-}
 
 /** A value of one of this instance's Prometheus series, e.g. counter('..._total{state="SUCCEEDED"...}'). */
 async function metric(gateway: TestGateway, series: string): Promise<number> {
