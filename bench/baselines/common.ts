@@ -1,6 +1,9 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { jwtVerify } from 'jose';
+import type postgres from 'postgres';
+import { reportReady } from '../lib/child.js';
 
 /**
  * What every hand-written baseline needs and a real service without GraphQL would also do: read a body, check
@@ -72,4 +75,17 @@ export function decodeCursor(cursor: string): { createdAt: Date; id: string } | 
   const [createdAt, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
   const date = new Date(createdAt ?? '');
   return id && !Number.isNaN(date.getTime()) ? { createdAt: date, id } : undefined;
+}
+
+/** Listens on a free loopback port and tells the parent, which may later stop the server and its pool. */
+export async function serveBaseline(server: Server, sql: postgres.Sql): Promise<void> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  reportReady(`http://127.0.0.1:${port}`, {
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await sql.end({ timeout: 5 });
+    },
+  });
 }

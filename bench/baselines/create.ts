@@ -5,10 +5,9 @@
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import postgres from 'postgres';
-import { benchEnv, reportFailure, reportReady } from '../lib/child.js';
-import { Auth, encodeGlobalId, readBody, sendJson } from './common.js';
+import { benchEnv, reportFailure } from '../lib/child.js';
+import { Auth, encodeGlobalId, readBody, sendJson, serveBaseline } from './common.js';
 import { TaskSql } from './sql.js';
 
 const env = benchEnv();
@@ -116,15 +115,7 @@ try {
       },
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  reportReady(`http://127.0.0.1:${port}`, {
-    async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await sql.end({ timeout: 5 });
-    },
-  });
+  await serveBaseline(server, sql);
 } catch (error) {
   reportFailure(error);
 }
