@@ -132,6 +132,7 @@ for (const scenario of selected) {
   const processes: ServerProcess[] = [];
   const context: ScenarioContext = {
     quick,
+    profile,
     database,
     kie,
     log: (message) => log(`${scenario.name}: ${message}`),

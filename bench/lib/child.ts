@@ -1,11 +1,14 @@
 import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 
 /**
  * The server side of the IPC protocol every bench server process speaks (the gateway launcher and each
  * baseline): it reports `ready` with its URL, and answers the orchestrator's `gc`, `cpu`, `stats` and `stop`.
  */
 
-export type ParentMessage = { id: number; type: 'gc' | 'cpu' | 'stats' | 'stop' };
+export type ParentMessage =
+  | { id: number; type: 'gc' | 'cpu' | 'stats' | 'stop' }
+  | { id: number; type: 'heapSnapshot'; file: string };
 export type ChildMessage =
   | { type: 'ready'; url: string }
   | { type: 'failed'; message: string }
@@ -73,6 +76,10 @@ export function reportReady(url: string, hooks: ChildHooks): void {
       case 'gc':
         collectGarbage();
         reply(process.memoryUsage());
+        return;
+      case 'heapSnapshot':
+        collectGarbage();
+        reply(writeHeapSnapshot(raw.file));
         return;
       case 'cpu':
         reply({ cpu: process.cpuUsage(), at: performance.now() });

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildMessage } from './child.js';
+import type { ChildMessage, ParentMessage } from './child.js';
 
 /**
  * Starting the server processes (the gateway launcher, the baselines) and talking to them over IPC. Servers
@@ -57,6 +57,8 @@ export interface ServerProcess {
   profileDir: string | undefined;
   /** Runs the collector twice inside the process and returns its memory afterwards. */
   gc(): Promise<NodeJS.MemoryUsage>;
+  /** Collects, then writes a V8 heap snapshot to bench/results/profiles; returns its path. */
+  heapSnapshot(label: string): Promise<string>;
   cpu(): Promise<CpuSample>;
   stats<T>(): Promise<T>;
   stop(): Promise<void>;
@@ -131,7 +133,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     throw error;
   });
 
-  const request = <T>(type: 'gc' | 'cpu' | 'stats' | 'stop'): Promise<T> =>
+  const request = <T>(type: ParentMessage['type'], fields: { file?: string } = {}): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       if (!child.connected) {
         reject(new Error(`${options.name} is gone`));
@@ -139,7 +141,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       }
       const id = nextId++;
       pending.set(id, resolve as (value: unknown) => void);
-      child.send({ id, type });
+      child.send({ id, type, ...fields });
     });
 
   return {
@@ -148,6 +150,12 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     profileDir: profileOut,
     pid: child.pid ?? -1,
     gc: () => request<NodeJS.MemoryUsage>('gc'),
+    heapSnapshot(label) {
+      mkdirSync(profileDir, { recursive: true });
+      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+      const file = path.join(profileDir, `${options.name}-${label}-${stamp}.heapsnapshot`);
+      return request<string>('heapSnapshot', { file });
+    },
     cpu: async () => {
       const { cpu } = await request<{ cpu: NodeJS.CpuUsage }>('cpu');
       return { micros: cpu.user + cpu.system, at: performance.now() };

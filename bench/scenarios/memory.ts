@@ -52,9 +52,11 @@ async function measureSide(
     await warmup.close();
     await settle();
     const startMemory = await server.gc();
+    if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('idle')}`);
     const subscribers = await open(plan.subscribers);
     await settle();
     const subscribedMemory = await server.gc();
+    if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('subscribed')}`);
     await subscribers.close();
     await settle(settleMs * 2);
     const after = await server.gc();

@@ -24,6 +24,8 @@ export interface ScenarioResult {
 
 export interface ScenarioContext {
   quick: boolean;
+  /** `--profile`: servers write CPU profiles, and scenarios that measure memory write heap snapshots. */
+  profile: boolean;
   database: BenchDatabase;
   kie: FakeKie;
   /** Starts the gateway in its own process with the bench's environment plus `env`. */
