@@ -1,53 +1,13 @@
-import { Repeater } from '@repeaterjs/repeater';
 import type { AvatarTaskRow } from '../db/schema.js';
-import type { SignalDispatcher } from '../events/dispatcher.js';
+import type { TaskSignal } from '../events/bus.js';
+import type { SignalDispatcher, SignalWatcher } from '../events/dispatcher.js';
 import { TaskNotFoundError } from './errors.js';
+import { PullStream } from './pull-stream.js';
 import type { TaskRepository } from './repository.js';
 import { isTerminal } from './states.js';
 
 /** Allowance for clocks of several instances when a resync re-reads "what changed since we started". */
 const CLOCK_SKEW_MS = 5_000;
-
-/**
- * Which tasks changed since the subscriber last read. A set, not a queue: a subscriber that cannot keep up
- * reads each task once, at its latest state, however many signals arrived meanwhile.
- */
-class ChangedTasks {
-  private readonly ids = new Set<string>();
-  private resync = false;
-  private stopped = false;
-  private wake: (() => void) | undefined;
-
-  mark(id: string): void {
-    this.ids.add(id);
-    this.wake?.();
-  }
-
-  markResync(): void {
-    this.resync = true;
-    this.wake?.();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.wake?.();
-  }
-
-  /** Waits for changes; null once stopped. */
-  async next(): Promise<{ ids: string[]; resync: boolean } | null> {
-    while (!this.stopped && this.ids.size === 0 && !this.resync) {
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-      this.wake = undefined;
-    }
-    if (this.stopped) return null;
-    const batch = { ids: [...this.ids], resync: this.resync };
-    this.ids.clear();
-    this.resync = false;
-    return batch;
-  }
-}
 
 /**
  * Live task streams. Each stream listens on the bus before it reads the database, so a change committed
@@ -61,47 +21,20 @@ export class TaskUpdates {
 
   /** One task: its current state, then each change, ending after a terminal state. */
   async watchTask(userId: string, taskId: string): Promise<AsyncIterableIterator<AvatarTaskRow>> {
-    const changes = new ChangedTasks();
-    let sentVersion = 0;
-    const unwatch = this.dispatcher.watchTask(
-      taskId,
-      (signal) => {
-        if (signal.userId === userId && signal.version > sentVersion) changes.mark(taskId);
-      },
-      () => changes.markResync(),
-    );
+    const stream = new TaskStream(this.repository, this.dispatcher, userId, taskId);
     let current: AvatarTaskRow | undefined;
     try {
       current = await this.repository.findForUser(userId, taskId);
     } catch (error) {
-      unwatch();
+      void stream.return();
       throw error;
     }
     if (!current) {
-      unwatch();
+      void stream.return();
       throw new TaskNotFoundError();
     }
-    let task = current;
-    return new Repeater<AvatarTaskRow>(async (push, stop) => {
-      stop.then(() => changes.stop());
-      try {
-        sentVersion = task.version;
-        await push(task);
-        while (!isTerminal(task.state) && (await changes.next())) {
-          const fresh = await this.repository.findForUser(userId, taskId);
-          if (fresh && fresh.version > sentVersion) {
-            sentVersion = fresh.version;
-            task = fresh;
-            await push(fresh);
-          }
-        }
-        stop();
-      } catch (error) {
-        stop(error);
-      } finally {
-        unwatch();
-      }
-    });
+    stream.start(current);
+    return stream;
   }
 
   /**
@@ -109,44 +42,103 @@ export class TaskUpdates {
    * change first, then live changes.
    */
   watchUser(userId: string, since?: Date): AsyncIterableIterator<AvatarTaskRow> {
-    const changes = new ChangedTasks();
-    const sentVersions = new Map<string, number>();
-    const startedAt = Date.now();
-    const unwatch = this.dispatcher.watchUser(
-      userId,
-      (signal) => {
-        if (signal.version > (sentVersions.get(signal.taskId) ?? 0)) changes.mark(signal.taskId);
-      },
-      () => changes.markResync(),
-    );
-    return new Repeater<AvatarTaskRow>(async (push, stop) => {
-      stop.then(() => changes.stop());
-      const send = async (task: AvatarTaskRow) => {
-        if (task.version <= (sentVersions.get(task.id) ?? 0)) return;
-        sentVersions.set(task.id, task.version);
-        await push(task);
-      };
-      try {
-        if (since) for (const task of await this.repository.listUpdatedSince(userId, since)) await send(task);
-        for (let batch = await changes.next(); batch; batch = await changes.next()) {
-          if (batch.resync) {
-            const missed = await this.repository.listUpdatedSince(
-              userId,
-              new Date(startedAt - CLOCK_SKEW_MS),
-            );
-            for (const task of missed) await send(task);
-          }
-          for (const id of batch.ids) {
-            const task = await this.repository.findForUser(userId, id);
-            if (task) await send(task);
-          }
-        }
-        stop();
-      } catch (error) {
-        stop(error);
-      } finally {
-        unwatch();
-      }
-    });
+    return new UserStream(this.repository, this.dispatcher, userId, since);
+  }
+}
+
+/**
+ * One task's stream. While idle it keeps the last version sent and whether it was final, not the row: a
+ * row is a few dozen strings and dates, times every open subscription.
+ */
+class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
+  private sentVersion = 0;
+
+  constructor(
+    private readonly repository: TaskRepository,
+    private readonly dispatcher: SignalDispatcher,
+    private readonly userId: string,
+    private readonly taskId: string,
+  ) {
+    super(false);
+    dispatcher.watchTask(taskId, this);
+  }
+
+  /** The snapshot read after listening began: sent first; a change signalled meanwhile is read next. */
+  start(snapshot: AvatarTaskRow): void {
+    this.sentVersion = snapshot.version;
+    this.deliver(snapshot, isTerminal(snapshot.state));
+  }
+
+  onSignal(signal: TaskSignal): void {
+    if (signal.userId === this.userId && signal.version > this.sentVersion) this.changed();
+  }
+
+  onResync(): void {
+    this.changed();
+  }
+
+  protected async pull() {
+    const fresh = await this.repository.findForUser(this.userId, this.taskId);
+    if (!fresh || fresh.version <= this.sentVersion) return { items: [], done: false };
+    this.sentVersion = fresh.version;
+    return { items: [fresh], done: isTerminal(fresh.state) };
+  }
+
+  protected close(): void {
+    this.dispatcher.unwatchTask(this.taskId, this);
+  }
+}
+
+/** Every change to one user's tasks, each task's latest state once per pull. */
+class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
+  private readonly sentVersions = new Map<string, number>();
+  private readonly changedIds = new Set<string>();
+  private readonly startedAt = Date.now();
+  /** First the replay of `since`, later a re-read after signals may have been lost. */
+  private replayFrom: Date | undefined;
+
+  constructor(
+    private readonly repository: TaskRepository,
+    private readonly dispatcher: SignalDispatcher,
+    private readonly userId: string,
+    since: Date | undefined,
+  ) {
+    super(since !== undefined);
+    this.replayFrom = since;
+    dispatcher.watchUser(userId, this);
+  }
+
+  onSignal(signal: TaskSignal): void {
+    if (signal.version > (this.sentVersions.get(signal.taskId) ?? 0)) {
+      this.changedIds.add(signal.taskId);
+      this.changed();
+    }
+  }
+
+  onResync(): void {
+    this.replayFrom = new Date(this.startedAt - CLOCK_SKEW_MS);
+    this.changed();
+  }
+
+  protected async pull() {
+    const items: AvatarTaskRow[] = [];
+    const take = (task: AvatarTaskRow | undefined) => {
+      if (!task || task.version <= (this.sentVersions.get(task.id) ?? 0)) return;
+      this.sentVersions.set(task.id, task.version);
+      items.push(task);
+    };
+    if (this.replayFrom) {
+      const from = this.replayFrom;
+      this.replayFrom = undefined;
+      for (const task of await this.repository.listUpdatedSince(this.userId, from)) take(task);
+    }
+    const ids = [...this.changedIds];
+    this.changedIds.clear();
+    for (const id of ids) take(await this.repository.findForUser(this.userId, id));
+    return { items, done: false };
+  }
+
+  protected close(): void {
+    this.dispatcher.unwatchUser(this.userId, this);
   }
 }
