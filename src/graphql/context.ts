@@ -16,27 +16,33 @@ export interface GraphQLContext extends GatewayServices {
   /** null when the request carried no token: only introspection works then. */
   viewer: Viewer | null;
   /** Batches `AvatarTask.events` over a page of tasks; uncached, so a subscription sees fresh history. */
-  eventsByTask: DataLoader<string, AvatarTaskEventRow[]>;
+  eventsByTask: Pick<DataLoader<string, AvatarTaskEventRow[]>, 'load'>;
 }
 
 export function createContext(services: GatewayServices, viewer: Viewer | null): GraphQLContext {
-  let eventsByTask: DataLoader<string, AvatarTaskEventRow[]> | undefined;
-  return {
-    ...services,
-    viewer,
-    // Made on first use: most operations (and every idle subscription) never select events, and a loader per
-    // context would be most of an idle subscription's memory.
-    get eventsByTask() {
-      eventsByTask ??= new DataLoader(
-        async (taskIds) => {
-          const events = await services.repository.listEventsForTasks(taskIds);
-          return taskIds.map((id) => events.filter((event) => event.taskId === id));
-        },
-        { cache: false },
-      );
-      return eventsByTask;
-    },
-  };
+  return { ...services, viewer, eventsByTask: new EventsLoader(services.repository) };
+}
+
+/**
+ * Makes its DataLoader on first use: most operations (and every idle subscription) never select events,
+ * and a loader per context was a good part of an idle subscription's memory. Not a getter: yoga merges
+ * contexts with Object.assign, which would call it at once.
+ */
+class EventsLoader {
+  private loader: DataLoader<string, AvatarTaskEventRow[]> | undefined;
+
+  constructor(private readonly repository: TaskRepository) {}
+
+  load(taskId: string): Promise<AvatarTaskEventRow[]> {
+    this.loader ??= new DataLoader(
+      async (taskIds) => {
+        const events = await this.repository.listEventsForTasks(taskIds);
+        return taskIds.map((id) => events.filter((event) => event.taskId === id));
+      },
+      { cache: false },
+    );
+    return this.loader.load(taskId);
+  }
 }
 
 export function unauthenticated(message = 'Authentication required: send Authorization: Bearer <token>') {
