@@ -1,11 +1,13 @@
 import type { Server } from 'node:http';
-import { GraphQLError } from 'graphql';
-import type { Context, OperationResult } from 'graphql-ws';
-import { useServer } from 'graphql-ws/use/ws';
+import { GraphQLError, getOperationAST, subscribe as graphqlSubscribe } from 'graphql';
+import { type Context, makeServer, type OperationResult } from 'graphql-ws';
+import { maskError } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { Metrics } from '../metrics.js';
+import { SocketSweeper } from './socket-sweeper.js';
+import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
 
 export const CLOSE_FORBIDDEN = 4403;
@@ -19,26 +21,26 @@ export interface WebSocketOptions {
   metrics: Metrics;
   maxSocketsPerUser: number;
   maxSubscriptionsPerSocket: number;
-  /** graphql-ws pings the client this often; a client that stops answering is dropped. */
+  /** Every socket is pinged this often; one that stops answering is dropped. */
   keepAliveMs?: number;
 }
 
-type Extra = {
-  socket: import('ws').WebSocket;
-  request: import('node:http').IncomingMessage;
-  viewer?: Viewer;
-  expiry?: NodeJS.Timeout;
-};
+type Extra = SocketExtra & { viewer?: Viewer };
+
+/** graphql-ws's own default for the wait for connection_init. */
+const INIT_TIMEOUT_MS = 3_000;
 
 /**
- * graphql-ws on the same server and path as yoga, executing through yoga's envelop, so both transports
- * share plugins, context and auth. The token is checked once at connection_init; the socket closes when
- * the token expires.
+ * graphql-ws on the same server and path as yoga. Parsing, validation and context go through yoga's
+ * envelop, so both transports share caches, plugins, context and auth; queries and mutations execute
+ * through it too, subscriptions on graphql-js with yoga's error masking (see `subscribe`). The token is
+ * checked once at connection_init; the socket closes when the token expires.
  */
 export function attachGraphQLWebSocket(options: WebSocketOptions) {
   const { yoga, verifier, logger, metrics } = options;
   const socketsPerUser = new Map<string, number>();
   const wss = new WebSocketServer({ server: options.server, path: GRAPHQL_PATH });
+  const sweeper = new SocketSweeper(wss, { keepAliveMs: options.keepAliveMs ?? 12_000 });
 
   const release = (viewer: Viewer | undefined) => {
     if (!viewer) return;
@@ -47,105 +49,111 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     else socketsPerUser.set(viewer.id, left);
   };
 
-  const disposable = useServer<Record<string, unknown>, Extra>(
-    {
-      execute: (args) => (args.rootValue as Envelope).execute(args),
-      subscribe: (args) => (args.rootValue as Envelope).subscribe(args),
-      onConnect: async (ctx) => {
-        let viewer: Viewer;
-        try {
-          const token = bearerToken(String(ctx.connectionParams?.authorization ?? ''));
-          if (!token) return false;
-          viewer = await verifier.verify(token);
-        } catch {
-          return false;
-        }
-        const open = socketsPerUser.get(viewer.id) ?? 0;
-        if (open >= options.maxSocketsPerUser) {
-          ctx.extra.socket.close(CLOSE_TOO_MANY_SOCKETS, 'Too many open sockets for this user');
-          return false;
-        }
-        socketsPerUser.set(viewer.id, open + 1);
-        ctx.extra.viewer = viewer;
-        if (viewer.expiresAt) closeAtExpiry(ctx.extra, viewer.expiresAt * 1000);
-        return true;
-      },
-      onClose: (ctx: Context<Record<string, unknown>, Extra>) => {
-        clearTimeout(ctx.extra.expiry);
-        release(ctx.extra.viewer);
-        ctx.extra.viewer = undefined;
-      },
-      onSubscribe: async (ctx, _id, params) => {
-        // graphql-ws has already reserved this operation's slot in ctx.subscriptions.
-        if (Object.keys(ctx.subscriptions).length > options.maxSubscriptionsPerSocket) {
-          return [
-            new GraphQLError(`At most ${options.maxSubscriptionsPerSocket} operations per socket`, {
-              extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
-            }),
-          ];
-        }
-        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
-          ...ctx,
-          req: ctx.extra.request,
-          socket: ctx.extra.socket,
-          params,
-          viewer: ctx.extra.viewer,
-        });
-        let document: ReturnType<typeof parse>;
-        try {
-          document = parse(params.query);
-        } catch (error) {
-          return [error instanceof GraphQLError ? error : new GraphQLError('Syntax error')];
-        }
-        const errors = validate(schema, document);
-        if (errors.length > 0) return errors;
-        return {
-          schema,
-          operationName: params.operationName,
-          document,
-          variableValues: params.variables,
-          contextValue: await contextFactory(),
-          rootValue: { execute, subscribe },
-        };
-      },
-      onOperation: () => {
-        metrics.activeSubscriptions.inc();
-      },
-      onComplete: () => {
-        metrics.activeSubscriptions.dec();
-      },
-    },
-    wss,
-    options.keepAliveMs ?? 12_000,
-  );
+  /** As yoga masks errors over HTTP: anything not meant for clients becomes "Unexpected error." and is logged. */
+  const mask = (error: GraphQLError): GraphQLError => {
+    const masked = maskError(error, UNEXPECTED_ERROR) as GraphQLError;
+    if (masked !== error) logger.error({ err: error.originalError ?? error }, 'subscription failed');
+    return masked;
+  };
 
+  const server = makeServer<Record<string, unknown>, Extra>({
+    // The transport enforces it with the sweeper's shared timer instead of a timer per socket.
+    connectionInitWaitTimeout: Number.POSITIVE_INFINITY,
+    execute: (args) => (args.rootValue as Envelope).execute(args),
+    // Subscriptions run on graphql-js directly: envelop's subscribe wraps every stream in three iterator
+    // layers for yoga's built-in hooks, about 6 KB per idle subscription, a third of its memory (npm run
+    // bench -- --only memory). Those hooks mask errors; onNext and onError below do it with yoga's maskError.
+    subscribe: (args) => graphqlSubscribe(args),
+    onNext: (_ctx, _id, _payload, _args, result) =>
+      result.errors ? { ...result, errors: result.errors.map(mask) } : undefined,
+    onError: (_ctx, _id, _payload, errors) => errors.map(mask),
+    onConnect: async (ctx) => {
+      const params = ctx.connectionParams as Record<string, unknown> | undefined;
+      let viewer: Viewer;
+      try {
+        const token = bearerToken(String(params?.authorization ?? ''));
+        if (!token) return false;
+        viewer = await verifier.verify(token);
+      } catch {
+        return false;
+      } finally {
+        // graphql-ws keeps the connection params as long as the socket; the viewer is all that is needed
+        // from now on. (Replaced, not edited: deleting a key turns an object into a costlier hash table.)
+        (ctx as { connectionParams?: unknown }).connectionParams = undefined;
+      }
+      const open = socketsPerUser.get(viewer.id) ?? 0;
+      if (open >= options.maxSocketsPerUser) {
+        ctx.extra.socket.close(CLOSE_TOO_MANY_SOCKETS, 'Too many open sockets for this user');
+        return false;
+      }
+      socketsPerUser.set(viewer.id, open + 1);
+      ctx.extra.viewer = viewer;
+      const { socket } = ctx.extra;
+      if (viewer.expiresAt)
+        sweeper.closeAt(socket, viewer.expiresAt * 1000, CLOSE_FORBIDDEN, 'Token expired');
+      else sweeper.cancelDeadline(socket);
+      return true;
+    },
+    onClose: (ctx: Context<Record<string, unknown>, Extra>) => {
+      release(ctx.extra.viewer);
+      ctx.extra.viewer = undefined;
+    },
+    onSubscribe: async (ctx, _id, params) => {
+      // graphql-ws has already reserved this operation's slot in ctx.subscriptions.
+      if (Object.keys(ctx.subscriptions).length > options.maxSubscriptionsPerSocket) {
+        return [
+          new GraphQLError(`At most ${options.maxSubscriptionsPerSocket} operations per socket`, {
+            extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
+          }),
+        ];
+      }
+      // Only what the context needs: it lives as long as the subscription does.
+      const { schema, execute, contextFactory, parse, validate } = yoga.getEnveloped({
+        params,
+        viewer: ctx.extra.viewer,
+      });
+      let document: ReturnType<typeof parse>;
+      try {
+        document = parse(params.query);
+      } catch (error) {
+        return [error instanceof GraphQLError ? error : new GraphQLError('Syntax error')];
+      }
+      const errors = validate(schema, document);
+      if (errors.length > 0) return errors;
+      const operation = getOperationAST(document, params.operationName)?.operation;
+      return {
+        schema,
+        operationName: params.operationName,
+        document,
+        variableValues: params.variables,
+        contextValue: await contextFactory(),
+        // A subscription keeps its arguments as long as it lives: no envelope to hold on to.
+        rootValue: operation === 'subscription' ? undefined : { execute },
+      };
+    },
+    onOperation: () => {
+      metrics.activeSubscriptions.inc();
+    },
+    onComplete: () => {
+      metrics.activeSubscriptions.dec();
+    },
+  });
+  const transport = serveGraphQLOverWebSocket(wss, server, {
+    logger,
+    sweeper,
+    initTimeoutMs: INIT_TIMEOUT_MS,
+  });
   wss.on('error', (error) => logger.error({ err: error }, 'websocket server error'));
 
   return {
     async close() {
-      for (const client of wss.clients) client.close(1001, 'Server shutting down');
-      await disposable.dispose();
+      sweeper.stop();
+      await transport.dispose();
     },
   };
 }
 
-// setTimeout fires at once for anything longer (about 24.8 days), e.g. a 30-day development token.
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** yoga's own wording for a masked error. */
+const UNEXPECTED_ERROR = 'Unexpected error.';
 
-/** Closes the socket when its token expires, however far away that is. */
-function closeAtExpiry(extra: Extra, expiresAtMs: number): void {
-  const ms = expiresAtMs - Date.now();
-  extra.expiry = setTimeout(
-    () => {
-      if (ms > MAX_TIMER_MS) closeAtExpiry(extra, expiresAtMs);
-      else extra.socket.close(CLOSE_FORBIDDEN, 'Token expired');
-    },
-    Math.max(0, Math.min(ms, MAX_TIMER_MS)),
-  );
-  extra.expiry.unref();
-}
-
-type Envelope = {
-  execute: (args: unknown) => OperationResult;
-  subscribe: (args: unknown) => OperationResult;
-};
+type Envelope = { execute: (args: unknown) => OperationResult };
