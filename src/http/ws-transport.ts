@@ -1,4 +1,4 @@
-import { CloseCode, handleProtocols, type makeServer } from 'graphql-ws';
+import { CloseCode, type WebSocket as GraphQLWsSocket, handleProtocols, type makeServer } from 'graphql-ws';
 import type { Logger } from 'pino';
 import type { WebSocket, WebSocketServer } from 'ws';
 import type { SocketSweeper } from './socket-sweeper.js';
@@ -18,9 +18,9 @@ export interface WebSocketTransportOptions {
 /**
  * Carries graphql-ws's protocol (its `makeServer`) over a `ws` server: graphql-ws's documented way to plug in a
  * WebSocket library. Used instead of `graphql-ws/use/ws` for memory: that adapter gives every socket its own
- * keep-alive timers, and its async message listener stays suspended for as long as the operation a message
- * started, holding the message's buffer. Here timers are the sweeper's, shared by all sockets, and the
- * listener returns at once.
+ * keep-alive timers and closures, and its async message listener stays suspended for as long as the
+ * operation a message started, holding the message's buffer. Here timers are the sweeper's, shared by all
+ * sockets, and the listener returns at once.
  */
 export function serveGraphQLOverWebSocket(
   wss: WebSocketServer,
@@ -29,14 +29,17 @@ export function serveGraphQLOverWebSocket(
 ): { dispose(): Promise<void> } {
   const { logger, sweeper } = options;
   wss.options.handleProtocols = handleProtocols;
+  const fail = (socket: WebSocket, error: unknown) => {
+    logger.error({ err: error }, 'websocket failed');
+    socket.close(CloseCode.InternalServerError, 'Internal server error');
+  };
+  // One listener for every socket (`this` is the socket), not a closure per socket.
+  const onSocketError = function (this: WebSocket, error: Error) {
+    fail(this, error);
+  };
 
   wss.on('connection', (socket) => {
-    const fail = (error: unknown) => {
-      logger.error({ err: error }, 'websocket failed');
-      socket.close(CloseCode.InternalServerError, 'Internal server error');
-    };
-    // `on`, not `once`: each `once` wraps its listener in two more objects, per socket.
-    socket.on('error', fail);
+    socket.on('error', onSocketError);
     sweeper.track(socket);
     sweeper.closeAt(
       socket,
@@ -44,22 +47,7 @@ export function serveGraphQLOverWebSocket(
       CloseCode.ConnectionInitialisationTimeout,
       'Connection initialisation timeout',
     );
-    const closed = server.opened(
-      {
-        protocol: socket.protocol,
-        send: (data) =>
-          new Promise<void>((resolve, reject) => {
-            if (socket.readyState !== socket.OPEN) return resolve();
-            socket.send(data, (error) => (error ? reject(error) : resolve()));
-          }),
-        close: (code, reason) => socket.close(code, reason),
-        onMessage: (handle) =>
-          socket.on('message', (data) => {
-            handle(String(data)).catch(fail);
-          }),
-      },
-      { socket },
-    );
+    const closed = server.opened(new SocketChannel(socket, fail), { socket });
     socket.on('close', (code, reason) => {
       closed(code, String(reason)).catch((error: unknown) =>
         logger.error({ err: error }, 'closing a websocket failed'),
@@ -74,4 +62,38 @@ export function serveGraphQLOverWebSocket(
       await new Promise<void>((resolve, reject) => wss.close((error) => (error ? reject(error) : resolve())));
     },
   };
+}
+
+/**
+ * One socket as graphql-ws's server sees it. A class rather than an object of arrow functions: its methods
+ * are shared by every socket, where closures would be made per socket (and each named closure carries its
+ * own property store under tsx, which keeps function names).
+ */
+class SocketChannel implements GraphQLWsSocket {
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly fail: (socket: WebSocket, error: unknown) => void,
+  ) {}
+
+  get protocol(): string {
+    return this.socket.protocol;
+  }
+
+  send(data: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.socket.readyState !== this.socket.OPEN) return resolve();
+      this.socket.send(data, (error) => (error ? reject(error) : resolve()));
+    });
+  }
+
+  close(code: number, reason: string): void {
+    this.socket.close(code, reason);
+  }
+
+  onMessage(handle: (data: string) => Promise<void>): void {
+    // Not an async listener: it returns at once instead of staying suspended while the operation lives.
+    this.socket.on('message', (data) => {
+      handle(String(data)).catch((error: unknown) => this.fail(this.socket, error));
+    });
+  }
 }
