@@ -114,7 +114,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       submitLeaseMs,
       maxPendingSubmits: config.poller.maxPendingSubmits,
     });
-    const updates = new TaskUpdates(repository, new SignalDispatcher(bus));
+    const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions);
     const verifier = await createTokenVerifier(config.auth, config.dataDir);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
 
@@ -137,7 +137,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       yoga,
       verifier,
       logger,
-      metrics,
       maxSocketsPerUser: config.limits.maxSocketsPerUser,
       maxSubscriptionsPerSocket: config.limits.maxSubscriptionsPerSocket,
     });

@@ -33,7 +33,7 @@ export function createMetrics() {
     }),
     activeSubscriptions: new Gauge({
       name: 'avatar_gateway_active_subscriptions',
-      help: 'avatarTaskUpdated subscriptions currently open',
+      help: 'avatarTaskUpdated streams open on this instance, over graphql-ws and SSE alike',
       registers: [registry],
     }),
   };

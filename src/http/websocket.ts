@@ -5,7 +5,6 @@ import { maskError } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
-import type { Metrics } from '../metrics.js';
 import { SocketSweeper } from './socket-sweeper.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -18,7 +17,6 @@ export interface WebSocketOptions {
   yoga: GatewayYoga;
   verifier: TokenVerifier;
   logger: Logger;
-  metrics: Metrics;
   maxSocketsPerUser: number;
   maxSubscriptionsPerSocket: number;
   /** Every socket is pinged this often; one that stops answering is dropped. */
@@ -37,7 +35,7 @@ const INIT_TIMEOUT_MS = 3_000;
  * checked once at connection_init; the socket closes when the token expires.
  */
 export function attachGraphQLWebSocket(options: WebSocketOptions) {
-  const { yoga, verifier, logger, metrics } = options;
+  const { yoga, verifier, logger } = options;
   const socketsPerUser = new Map<string, number>();
   const wss = new WebSocketServer({ server: options.server, path: GRAPHQL_PATH });
   const sweeper = new SocketSweeper(wss, { keepAliveMs: options.keepAliveMs ?? 12_000 });
@@ -130,12 +128,6 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         // A subscription keeps its arguments as long as it lives: no envelope to hold on to.
         rootValue: operation === 'subscription' ? undefined : { execute },
       };
-    },
-    onOperation: () => {
-      metrics.activeSubscriptions.inc();
-    },
-    onComplete: () => {
-      metrics.activeSubscriptions.dec();
     },
   });
   const transport = serveGraphQLOverWebSocket(wss, server, {

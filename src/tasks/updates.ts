@@ -9,22 +9,40 @@ import { isTerminal } from './states.js';
 /** Allowance for clocks of several instances when a resync re-reads "what changed since we started". */
 const CLOCK_SKEW_MS = 5_000;
 
+/** Counts the streams open on this instance, whatever transport carries them (a Prometheus gauge). */
+export interface OpenStreamsGauge {
+  inc(): void;
+  dec(): void;
+}
+
+/** What every stream needs, shared: one reference per stream instead of one per dependency. */
+interface StreamDependencies {
+  repository: TaskRepository;
+  dispatcher: SignalDispatcher;
+  openStreams: OpenStreamsGauge;
+}
+
 /**
  * Live task streams. Each stream listens on the bus before it reads the database, so a change committed
  * in between is seen, and it remembers the last version sent per task, so nothing is delivered twice.
  */
 export class TaskUpdates {
+  private readonly dependencies: StreamDependencies;
+
   constructor(
-    private readonly repository: TaskRepository,
-    private readonly dispatcher: SignalDispatcher,
-  ) {}
+    repository: TaskRepository,
+    dispatcher: SignalDispatcher,
+    openStreams: OpenStreamsGauge = { inc() {}, dec() {} },
+  ) {
+    this.dependencies = { repository, dispatcher, openStreams };
+  }
 
   /** One task: its current state, then each change, ending after a terminal state. */
   async watchTask(userId: string, taskId: string): Promise<AsyncIterableIterator<AvatarTaskRow>> {
-    const stream = new TaskStream(this.repository, this.dispatcher, userId, taskId);
+    const stream = new TaskStream(this.dependencies, userId, taskId);
     let current: AvatarTaskRow | undefined;
     try {
-      current = await this.repository.findForUser(userId, taskId);
+      current = await this.dependencies.repository.findForUser(userId, taskId);
     } catch (error) {
       void stream.return();
       throw error;
@@ -42,7 +60,7 @@ export class TaskUpdates {
    * change first, then live changes.
    */
   watchUser(userId: string, since?: Date): AsyncIterableIterator<AvatarTaskRow> {
-    return new UserStream(this.repository, this.dispatcher, userId, since);
+    return new UserStream(this.dependencies, userId, since);
   }
 }
 
@@ -54,13 +72,13 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private sentVersion = 0;
 
   constructor(
-    private readonly repository: TaskRepository,
-    private readonly dispatcher: SignalDispatcher,
+    private readonly dependencies: StreamDependencies,
     private readonly userId: string,
     private readonly taskId: string,
   ) {
     super(false);
-    dispatcher.watchTask(taskId, this);
+    dependencies.dispatcher.watchTask(taskId, this);
+    dependencies.openStreams.inc();
   }
 
   /** The snapshot read after listening began: sent first; a change signalled meanwhile is read next. */
@@ -78,14 +96,15 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   }
 
   protected async pull() {
-    const fresh = await this.repository.findForUser(this.userId, this.taskId);
+    const fresh = await this.dependencies.repository.findForUser(this.userId, this.taskId);
     if (!fresh || fresh.version <= this.sentVersion) return { items: [], done: false };
     this.sentVersion = fresh.version;
     return { items: [fresh], done: isTerminal(fresh.state) };
   }
 
   protected close(): void {
-    this.dispatcher.unwatchTask(this.taskId, this);
+    this.dependencies.dispatcher.unwatchTask(this.taskId, this);
+    this.dependencies.openStreams.dec();
   }
 }
 
@@ -98,14 +117,14 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private replayFrom: Date | undefined;
 
   constructor(
-    private readonly repository: TaskRepository,
-    private readonly dispatcher: SignalDispatcher,
+    private readonly dependencies: StreamDependencies,
     private readonly userId: string,
     since: Date | undefined,
   ) {
     super(since !== undefined);
     this.replayFrom = since;
-    dispatcher.watchUser(userId, this);
+    dependencies.dispatcher.watchUser(userId, this);
+    dependencies.openStreams.inc();
   }
 
   onSignal(signal: TaskSignal): void {
@@ -127,18 +146,20 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
       this.sentVersions.set(task.id, task.version);
       items.push(task);
     };
+    const { repository } = this.dependencies;
     if (this.replayFrom) {
       const from = this.replayFrom;
       this.replayFrom = undefined;
-      for (const task of await this.repository.listUpdatedSince(this.userId, from)) take(task);
+      for (const task of await repository.listUpdatedSince(this.userId, from)) take(task);
     }
     const ids = [...this.changedIds];
     this.changedIds.clear();
-    for (const id of ids) take(await this.repository.findForUser(this.userId, id));
+    for (const id of ids) take(await repository.findForUser(this.userId, id));
     return { items, done: false };
   }
 
   protected close(): void {
-    this.dispatcher.unwatchUser(this.userId, this);
+    this.dependencies.dispatcher.unwatchUser(this.userId, this);
+    this.dependencies.openStreams.dec();
   }
 }

@@ -209,4 +209,23 @@ describe.each(databaseKinds())('avatarTaskUpdated over SSE on %s', (kind) => {
     ).toEqual(['PENDING', 'WAITING', 'SUCCEEDED']);
     expect(received.ending).toBeUndefined();
   });
+
+  it('counts SSE streams in avatar_gateway_active_subscriptions and forgets them when clients leave', async () => {
+    const { gateway } = viaCallback;
+    const gauge = async () => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      return Number(/^avatar_gateway_active_subscriptions (\d+)/m.exec(text)?.[1]);
+    };
+    // Earlier tests' streams are gone too.
+    await expect.poll(gauge, { timeout: 5_000 }).toBe(0);
+    const alice = user();
+    const streams = await Promise.all([
+      subscribe('fetch', viaCallback, alice, {}),
+      subscribe('fetch', viaCallback, alice, {}),
+      subscribe('graphql-sse', viaCallback, alice, {}),
+    ]);
+    await expect.poll(gauge, { timeout: 5_000 }).toBe(3);
+    for (const stream of streams) stream.stop();
+    await expect.poll(gauge, { timeout: 5_000 }).toBe(0);
+  });
 });
