@@ -66,6 +66,8 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
       result.errors ? { ...result, errors: result.errors.map(mask) } : undefined,
     onError: (_ctx, _id, _payload, errors) => errors.map(mask),
     onConnect: async (ctx) => {
+      // connection_init arrived in time; a slow token check (a JWKS fetch) must not turn into a 4408.
+      sweeper.cancelDeadline(ctx.extra.socket);
       const params = ctx.connectionParams as Record<string, unknown> | undefined;
       let viewer: Viewer;
       try {
@@ -89,7 +91,6 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
       const { socket } = ctx.extra;
       if (viewer.expiresAt)
         sweeper.closeAt(socket, viewer.expiresAt * 1000, CLOSE_FORBIDDEN, 'Token expired');
-      else sweeper.cancelDeadline(socket);
       return true;
     },
     onClose: (ctx: Context<Record<string, unknown>, Extra>) => {

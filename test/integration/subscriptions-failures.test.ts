@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -52,6 +55,56 @@ describe.each(databaseKinds())('graphql-ws connection housekeeping on %s', (kind
         viewer: { id: expect.stringMatching(/^user-/) },
       });
     }
+  });
+});
+
+describe('graphql-ws with tokens from a slow identity provider (JWKS)', () => {
+  // The provider answers its key set only after the 3 s connection_init deadline (checked every second)
+  // has surely passed, and before jose gives up on it (5 s).
+  const JWKS_DELAY_MS = 4_200;
+  let stack: Stack;
+  let jwks: Server;
+  let privateKey: CryptoKey;
+
+  beforeAll(async () => {
+    const pair = await generateKeyPair('RS256');
+    privateKey = pair.privateKey;
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
+    jwks = createServer((_request, response) => {
+      setTimeout(() => {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ keys: [jwk] }));
+      }, JWKS_DELAY_MS);
+    });
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+    const jwksUrl = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
+    stack = await startStack('pglite', { stepMs: 200 }, { AUTH_JWT_SECRET: '', AUTH_JWKS_URL: jwksUrl });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    jwks?.close();
+  });
+
+  const providerToken = (userId: string) =>
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'RS256', kid: 'test-key' })
+      .setSubject(userId)
+      .setIssuedAt()
+      .setExpirationTime('1h')
+      .sign(privateKey);
+
+  it('accepts a socket whose connection_init arrived in time, however long the token check takes', async () => {
+    const userId = `user-${randomUUID()}`;
+    const connection = await connectWs(stack.gateway, { token: await providerToken(userId) });
+    sockets.push(connection);
+    const outcome = await Promise.race([
+      connection.connected.then(() => 'connected'),
+      connection.closed.then((close) => `closed ${close.code}`),
+    ]);
+    expect(outcome).toBe('connected');
+    expect(await connection.query<{ viewer: { id: string } }>('{ viewer { id } }')).toEqual({
+      viewer: { id: userId },
+    });
   });
 });
 
