@@ -13,10 +13,13 @@ interface Deadline {
   reason: string;
 }
 
+/** The heartbeat visits the sockets in this many slices per period, so pings never leave in one burst. */
+const HEARTBEAT_SLICES = 24;
+
 /**
  * The timed chores of every socket on a server, done by two shared timers instead of timers per socket: a
- * heartbeat (ws's documented pattern: ping all clients each period, terminate those that did not answer the
- * last ping) and deadlines (connection_init in time, token expiry). Per-socket timers, with the closures
+ * heartbeat (ws's documented pattern: ping every client once per period, terminate those that did not answer
+ * the previous ping) and deadlines (connection_init in time, token expiry). Per-socket timers, with the closures
  * they hold, were a measurable share of an idle subscription's memory (`npm run bench -- --only memory`).
  */
 export class SocketSweeper {
@@ -24,6 +27,8 @@ export class SocketSweeper {
   private readonly unanswered = new Set<WebSocket>();
   private readonly deadlines = new Map<WebSocket, Deadline>();
   private readonly timers: NodeJS.Timeout[];
+  /** Where the heartbeat's current round has got to; a new round starts when it runs out. */
+  private round: Iterator<WebSocket> | undefined;
   // Shared listeners, called with the socket as `this`: nothing allocated per socket.
   private readonly onPong: (this: WebSocket) => void;
   private readonly onClose: (this: WebSocket) => void;
@@ -41,7 +46,7 @@ export class SocketSweeper {
       deadlines.delete(this);
     };
     this.timers = [
-      setInterval(() => this.heartbeat(), options.keepAliveMs),
+      setInterval(() => this.heartbeat(), Math.max(1, Math.floor(options.keepAliveMs / HEARTBEAT_SLICES))),
       setInterval(() => this.closeOverdue(), options.deadlineCheckMs ?? 1_000),
     ];
     for (const timer of this.timers) timer.unref();
@@ -68,17 +73,34 @@ export class SocketSweeper {
     this.deadlines.clear();
   }
 
+  /**
+   * One slice of a round over all sockets. Pinging 10,000 sockets at once stalls the event loop for tens of
+   * milliseconds, which every live update would wait behind (the fan-out bench showed it as p99 spikes); a
+   * slice at a time spreads them over the period, as per-socket timers did.
+   */
   private heartbeat(): void {
-    for (const socket of this.wss.clients) {
-      if (socket.readyState !== socket.OPEN) continue;
-      if (this.unanswered.has(socket)) {
-        this.unanswered.delete(socket);
-        socket.terminate();
-        continue;
+    const clients = this.wss.clients;
+    let budget = Math.ceil(clients.size / HEARTBEAT_SLICES);
+    while (budget-- > 0) {
+      this.round ??= clients.values();
+      const next = this.round.next();
+      if (next.done) {
+        this.round = undefined;
+        return;
       }
-      this.unanswered.add(socket);
-      socket.ping();
+      this.visit(next.value);
     }
+  }
+
+  private visit(socket: WebSocket): void {
+    if (socket.readyState !== socket.OPEN) return;
+    if (this.unanswered.has(socket)) {
+      this.unanswered.delete(socket);
+      socket.terminate();
+      return;
+    }
+    this.unanswered.add(socket);
+    socket.ping();
   }
 
   private closeOverdue(): void {
