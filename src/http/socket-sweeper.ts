@@ -1,4 +1,4 @@
-import type { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 
 export interface SocketSweeperOptions {
   /** Every socket is pinged this often; one that has not answered the previous ping is dropped. */
@@ -27,23 +27,26 @@ export class SocketSweeper {
   private readonly unanswered = new Set<WebSocket>();
   private readonly deadlines = new Map<WebSocket, Deadline>();
   private readonly timers: NodeJS.Timeout[];
-  /** Where the heartbeat's current round has got to; a new round starts when it runs out. */
-  private round: Iterator<WebSocket> | undefined;
+  /**
+   * Sockets in HEARTBEAT_SLICES groups, one visited per tick. Fixed groups rather than an iterator kept
+   * across ticks: a Set iterator pins the Set's old table, and with it every socket closed meanwhile.
+   */
+  private readonly slices = Array.from({ length: HEARTBEAT_SLICES }, () => new Set<WebSocket>());
+  private nextSlice = 0;
+  private tick = 0;
   // Shared listeners, called with the socket as `this`: nothing allocated per socket.
   private readonly onPong: (this: WebSocket) => void;
   private readonly onClose: (this: WebSocket) => void;
 
-  constructor(
-    private readonly wss: WebSocketServer,
-    options: SocketSweeperOptions,
-  ) {
-    const { unanswered, deadlines } = this;
+  constructor(options: SocketSweeperOptions) {
+    const { unanswered, deadlines, slices } = this;
     this.onPong = function (this: WebSocket) {
       unanswered.delete(this);
     };
     this.onClose = function (this: WebSocket) {
       unanswered.delete(this);
       deadlines.delete(this);
+      for (const slice of slices) if (slice.delete(this)) break;
     };
     this.timers = [
       setInterval(() => this.heartbeat(), Math.max(1, Math.floor(options.keepAliveMs / HEARTBEAT_SLICES))),
@@ -54,6 +57,8 @@ export class SocketSweeper {
 
   /** Starts looking after a newly connected socket. */
   track(socket: WebSocket): void {
+    this.slices[this.nextSlice]?.add(socket);
+    this.nextSlice = (this.nextSlice + 1) % HEARTBEAT_SLICES;
     socket.on('pong', this.onPong);
     socket.on('close', this.onClose);
   }
@@ -71,6 +76,7 @@ export class SocketSweeper {
     for (const timer of this.timers) clearInterval(timer);
     this.unanswered.clear();
     this.deadlines.clear();
+    for (const slice of this.slices) slice.clear();
   }
 
   /**
@@ -79,17 +85,9 @@ export class SocketSweeper {
    * slice at a time spreads them over the period, as per-socket timers did.
    */
   private heartbeat(): void {
-    const clients = this.wss.clients;
-    let budget = Math.ceil(clients.size / HEARTBEAT_SLICES);
-    while (budget-- > 0) {
-      this.round ??= clients.values();
-      const next = this.round.next();
-      if (next.done) {
-        this.round = undefined;
-        return;
-      }
-      this.visit(next.value);
-    }
+    const slice = this.slices[this.tick];
+    this.tick = (this.tick + 1) % HEARTBEAT_SLICES;
+    for (const socket of slice ?? []) this.visit(socket);
   }
 
   private visit(socket: WebSocket): void {

@@ -38,7 +38,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
   const { yoga, verifier, logger } = options;
   const socketsPerUser = new Map<string, number>();
   const wss = new WebSocketServer({ server: options.server, path: GRAPHQL_PATH });
-  const sweeper = new SocketSweeper(wss, { keepAliveMs: options.keepAliveMs ?? 12_000 });
+  const sweeper = new SocketSweeper({ keepAliveMs: options.keepAliveMs ?? 12_000 });
 
   const release = (viewer: Viewer | undefined) => {
     if (!viewer) return;

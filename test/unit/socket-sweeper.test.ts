@@ -15,7 +15,7 @@ describe('SocketSweeper', () => {
     wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
     await new Promise((resolve) => wss.once('listening', resolve));
     url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
-    sweeper = new SocketSweeper(wss, { keepAliveMs: KEEP_ALIVE_MS, deadlineCheckMs: 20 });
+    sweeper = new SocketSweeper({ keepAliveMs: KEEP_ALIVE_MS, deadlineCheckMs: 20 });
     wss.on('connection', (socket) => sweeper.track(socket));
   });
   afterEach(async () => {
