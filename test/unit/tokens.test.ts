@@ -1,0 +1,43 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { SignJWT } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { AuthenticationError, createTokenVerifier } from '../../src/auth/tokens.js';
+
+const SECRET = 'a-test-secret-of-at-least-32-characters!';
+
+const sign = (userId: string, expiresAt: number, secret = SECRET) =>
+  new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(userId)
+    .setExpirationTime(expiresAt)
+    .sign(new TextEncoder().encode(secret));
+
+const verifier = async () =>
+  createTokenVerifier(
+    { mode: 'secret', secret: SECRET },
+    await mkdtemp(path.join(tmpdir(), 'avatar-gateway-tokens-')),
+  );
+
+/** Verified tokens are remembered for speed; these are the limits of that memory. */
+describe('token verification', () => {
+  it('refuses a token once it has expired, even though it verified a moment before', async () => {
+    const { verify } = await verifier();
+    const expiresAt = Math.floor(Date.now() / 1000) + 2;
+    const token = await sign('alice', expiresAt);
+    expect(await verify(token)).toEqual({ id: 'alice', expiresAt });
+    expect(await verify(token)).toEqual({ id: 'alice', expiresAt });
+    await new Promise((resolve) => setTimeout(resolve, expiresAt * 1000 - Date.now() + 50));
+    await expect(verify(token)).rejects.toThrow(AuthenticationError);
+  });
+
+  it('refuses a forged token every time, whatever was verified before', async () => {
+    const { verify } = await verifier();
+    const expiresAt = Math.floor(Date.now() / 1000) + 3600;
+    expect((await verify(await sign('alice', expiresAt))).id).toBe('alice');
+    const forged = await sign('alice', expiresAt, 'another-secret-of-at-least-32-characters');
+    await expect(verify(forged)).rejects.toThrow(/signature/);
+    await expect(verify(forged)).rejects.toThrow(/signature/);
+  });
+});
