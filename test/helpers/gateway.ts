@@ -141,6 +141,17 @@ export async function createTaskOk(gateway: TestGateway, input?: Record<string, 
   return result.task;
 }
 
+/**
+ * The value of one Prometheus series on this instance's /metrics, named exactly as exported, e.g.
+ * 'avatar_gateway_callbacks_total{status="200"}'. A labelled counter not yet incremented is not exported:
+ * it reads 0, as Prometheus would.
+ */
+export async function metric(gateway: Pick<TestGateway, 'url'>, series: string): Promise<number> {
+  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
+  return Number(line?.split(' ')[1] ?? 0);
+}
+
 export async function getTask(gateway: TestGateway, id: string, user = 'alice'): Promise<TaskView | null> {
   const result = await gateway.gql<{ avatarTask: TaskView | null }>(
     `query Task($id: ID!) { avatarTask(id: $id) { ${TASK_FIELDS} } }`,

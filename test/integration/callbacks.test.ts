@@ -6,6 +6,7 @@ import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
   createTaskOk,
   getTask,
+  metric,
   startTestGateway,
   type TaskView,
   type TestGateway,
@@ -88,11 +89,8 @@ async function visible(gateway: TestGateway, id: string) {
   };
 }
 
-async function acceptedCallbacks(gateway: TestGateway): Promise<number> {
-  const text = await (await fetch(`${gateway.url}/metrics`)).text();
-  const match = /^avatar_gateway_callbacks_total\{status="200"\} (\d+)/m.exec(text);
-  return Number(match?.[1] ?? 0);
-}
+const acceptedCallbacks = (gateway: TestGateway) =>
+  metric(gateway, 'avatar_gateway_callbacks_total{status="200"}');
 
 // One database per kind for the whole file (an embedded PGlite takes seconds to start on a busy machine);
 // each block runs its own simulator and gateway, stopped before the next block starts.

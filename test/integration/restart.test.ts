@@ -6,21 +6,14 @@ import { createTestDatabase, databaseKinds, type TestDatabase } from '../helpers
 import {
   createTaskOk,
   getTask,
+  metric,
   sampleInput,
   startTestGateway,
   type TaskView,
-  type TestGateway,
   waitForState,
 } from '../helpers/gateway.js';
 
 const wait = { timeout: 10_000, interval: 25 };
-
-/** A value of one of this instance's Prometheus series, e.g. counter('..._total{state="SUCCEEDED"...}'). */
-async function metric(gateway: TestGateway, series: string): Promise<number> {
-  const text = await (await fetch(`${gateway.url}/metrics`)).text();
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
-  return Number(line?.split(' ')[1] ?? 0);
-}
 
 /** A port nothing listens on right now. */
 async function closedPort(): Promise<number> {

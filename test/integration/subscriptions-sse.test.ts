@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { databaseKinds } from '../helpers/database.js';
-import { createTaskOk, sampleInput } from '../helpers/gateway.js';
+import { createTaskOk, metric, sampleInput } from '../helpers/gateway.js';
 import {
   type FetchSseReceived,
   pendingTaskId,
@@ -212,10 +212,7 @@ describe.each(databaseKinds())('avatarTaskUpdated over SSE on %s', (kind) => {
 
   it('counts SSE streams in avatar_gateway_active_subscriptions and forgets them when clients leave', async () => {
     const { gateway } = viaCallback;
-    const gauge = async () => {
-      const text = await (await fetch(`${gateway.url}/metrics`)).text();
-      return Number(/^avatar_gateway_active_subscriptions (\d+)/m.exec(text)?.[1]);
-    };
+    const gauge = () => metric(gateway, 'avatar_gateway_active_subscriptions');
     // Earlier tests' streams are gone too.
     await expect.poll(gauge, { timeout: 5_000 }).toBe(0);
     const alice = user();

@@ -6,6 +6,7 @@ import { createTestDatabase, databaseKinds } from '../helpers/database.js';
 import {
   createTaskOk,
   getTask,
+  metric,
   sampleInput,
   signToken,
   startTestGateway,
@@ -385,10 +386,7 @@ describe.each(databaseKinds())('avatarTaskUpdated over graphql-ws on %s', (kind)
     // Two, and the query makes three: this gateway allows three operations per socket.
     for (let i = 0; i < 2; i++) socket.subscribe<TaskUpdatedData>({ query: TASK_UPDATED });
     await socket.query('{ viewer { id } }');
-    const gauge = async () => {
-      const text = await (await fetch(`${gateway.url}/metrics`)).text();
-      return Number(/^avatar_gateway_active_subscriptions (\d+)/m.exec(text)?.[1]);
-    };
+    const gauge = () => metric(gateway, 'avatar_gateway_active_subscriptions');
     // The two streams; the query has come and gone.
     expect(await gauge()).toBe(2);
     await socket.dispose();
