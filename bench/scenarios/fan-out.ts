@@ -10,6 +10,7 @@ import { describeGc, type GcStats } from '../lib/child.js';
 import type { ServerProcess } from '../lib/processes.js';
 import { planSubscribers, type SubscriberPlan } from '../lib/subscriber-plan.js';
 import { openWsSubscribers, type WsSubscribers } from '../lib/ws-subscribers.js';
+import { liveUpdateRows } from './live-rows.js';
 import { type ResultRow, ratioRow, type Scenario, type ScenarioContext } from './types.js';
 
 /**
@@ -140,43 +141,16 @@ export const fanOutScenario: Scenario = {
     const gatewayHeld = maxHeld([g, ...gatewayClimb]);
     const baselineHeld = maxHeld([b, ...baselineClimb]);
     const rows: ResultRow[] = [
-      ratioRow(
-        {
-          scenario: 'fan-out',
-          metric: `p99 callback→client @${RATE}/s, ${subscribers}`,
-          unit: 'ms',
-          gateway: g?.latency.p99 ?? null,
-          baseline: b?.latency.p99 ?? null,
-          target: `≤ 2x and < ${MAX_P99_MS} ms`,
-          note:
-            g && b
-              ? `${segments} alternating segments of ${segmentMs / 1000} s per side; the callback's own answer took p99 ${g.answer.p99.toFixed(1)} ms on the gateway and ${b.answer.p99.toFixed(1)} ms on the baseline${gatewayGc ? `; gateway GC: ${describeGc(gatewayGc.gc)}` : ''}`
-              : undefined,
-        },
-        { atMost: 2, also: (g?.latency.p99 ?? Number.POSITIVE_INFINITY) < MAX_P99_MS },
-      ),
-      {
-        // The median is the steadier figure: p99 follows the tail of Postgres commits on both sides.
+      ...liveUpdateRows(g, b, {
         scenario: 'fan-out',
-        metric: `p50 @${RATE}/s`,
-        unit: 'ms',
-        gateway: g?.latency.p50 ?? null,
-        baseline: b?.latency.p50 ?? null,
-        ratio: g && b ? g.latency.p50 / b.latency.p50 : null,
-        target: '',
-        pass: null,
-      },
-      {
-        scenario: 'fan-out',
-        metric: `delivery @${RATE}/s`,
-        unit: '%',
-        gateway: g ? g.delivery * 100 : null,
-        baseline: b ? b.delivery * 100 : null,
-        ratio: null,
-        target: '100%',
-        pass: g?.delivery === 1 && g.failedCallbacks === 0,
-        note: g?.firstError ? `gateway: ${g.failedCallbacks} callbacks failed (${g.firstError})` : undefined,
-      },
+        rate: RATE,
+        subscribers,
+        target: `≤ 2x and < ${MAX_P99_MS} ms`,
+        maxP99Ms: MAX_P99_MS,
+        segments,
+        segmentMs,
+        gatewayGc: gatewayGc?.gc,
+      }),
       ...(floorAt200
         ? [
             {

@@ -9,7 +9,8 @@ import { describeGc, type GcStats } from '../lib/child.js';
 import type { ServerProcess } from '../lib/processes.js';
 import { openSseSubscribers, type SseSubscribers } from '../lib/sse-subscribers.js';
 import { planSubscribers, type SubscriberPlan } from '../lib/subscriber-plan.js';
-import { ratioRow, type Scenario, type ScenarioContext } from './types.js';
+import { liveUpdateRows } from './live-rows.js';
+import type { Scenario, ScenarioContext } from './types.js';
 
 /**
  * 2,000 SSE subscribers (fetch reading text/event-stream), one task each, kie callbacks at 200/s; against a raw
@@ -83,46 +84,15 @@ export const sseScenario: Scenario = {
       const baselineGc = (await baselineServer.stats<{ gc: GcStats }>()).gc;
       context.log(`GC during the run: gateway ${describeGc(gatewayGc)}; baseline ${describeGc(baselineGc)}`);
       return {
-        rows: [
-          ratioRow(
-            {
-              scenario: 'sse',
-              metric: `p99 callback→client @${RATE}/s, ${count.toLocaleString('en-US')} subscribers`,
-              unit: 'ms',
-              gateway: g?.latency.p99 ?? null,
-              baseline: b?.latency.p99 ?? null,
-              target: '≤ 2x',
-              note:
-                g && b
-                  ? `${segments} alternating segments of ${segmentMs / 1000} s per side; the callback's own answer took p99 ${g.answer.p99.toFixed(1)} ms on the gateway and ${b.answer.p99.toFixed(1)} ms on the baseline; gateway GC: ${describeGc(gatewayGc)}`
-                  : undefined,
-            },
-            { atMost: 2 },
-          ),
-          {
-            scenario: 'sse',
-            metric: `p50 @${RATE}/s`,
-            unit: 'ms',
-            gateway: g?.latency.p50 ?? null,
-            baseline: b?.latency.p50 ?? null,
-            ratio: g && b ? g.latency.p50 / b.latency.p50 : null,
-            target: '',
-            pass: null,
-          },
-          {
-            scenario: 'sse',
-            metric: `delivery @${RATE}/s`,
-            unit: '%',
-            gateway: g ? g.delivery * 100 : null,
-            baseline: b ? b.delivery * 100 : null,
-            ratio: null,
-            target: '100%',
-            pass: g?.delivery === 1 && g.failedCallbacks === 0,
-            note: g?.firstError
-              ? `gateway: ${g.failedCallbacks} callbacks failed (${g.firstError})`
-              : undefined,
-          },
-        ],
+        rows: liveUpdateRows(g, b, {
+          scenario: 'sse',
+          rate: RATE,
+          subscribers: `${count.toLocaleString('en-US')} subscribers`,
+          target: '≤ 2x',
+          segments,
+          segmentMs,
+          gatewayGc,
+        }),
         details: {
           subscribers: count,
           segmentMs,
