@@ -53,7 +53,7 @@ export async function createTokenVerifier(auth: Config['auth'], dataDir: string)
 }
 
 /** How long a verified token is taken on trust; never past its own `exp`. */
-export const VERIFIED_TOKEN_TTL_MS = 60_000;
+const VERIFIED_TOKEN_TTL_MS = 60_000;
 const VERIFIED_TOKENS_KEPT = 10_000;
 
 /**
