@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { encodeGlobalID } from '@pothos/plugin-relay';
+import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import { decodeJwt, SignJWT } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, databaseKinds } from '../helpers/database.js';
@@ -232,8 +232,10 @@ describe.each(databaseKinds())('avatarTaskUpdated over graphql-ws on %s', (kind)
       createTaskOk(gateway, sampleInput(), alice),
     ]);
     const changedDone = await Promise.all(changed.map((task) => waitFinished(task.id)));
+    // Ties within a millisecond go by the task's UUID, as in the database; the global ID sorts otherwise.
+    const uuidOf = (task: UpdatedTask) => decodeGlobalID(task.id).id;
     const oldestFirst = [...changedDone].sort(
-      (a, b) => Date.parse(a.updatedAt) - Date.parse(b.updatedAt) || (a.id < b.id ? -1 : 1),
+      (a, b) => Date.parse(a.updatedAt) - Date.parse(b.updatedAt) || (uuidOf(a) < uuidOf(b) ? -1 : 1),
     );
 
     const socket = await connect(gateway, alice);
