@@ -63,7 +63,8 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
       );
       if (problem) return reply(401, problem);
     }
-    const result = await service.applyUpstream(task.id, snapshot, 'CALLBACK');
+    // The row just read is where the transition starts; it reads again only if the task changed meanwhile.
+    const result = await service.applyUpstream(task, snapshot, 'CALLBACK');
     logger.info(
       { taskId, upstreamTaskId: snapshot.upstreamTaskId, state: snapshot.state, changed: result?.changed },
       'kie callback',

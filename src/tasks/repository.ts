@@ -64,6 +64,14 @@ function prepared<T>(query: { prepare(name: string): { execute(): Promise<T> } }
   return query.prepare('avatar_gateway').execute();
 }
 
+/** How often a transition re-reads and re-decides a task that others keep changing before it gives up. */
+const MAX_TRANSITION_ATTEMPTS = 8;
+
+/** The rows of `db.execute`: postgres.js answers with an array of rows, PGlite with `{ rows }`. */
+function rowsOf(result: unknown): unknown[] {
+  return Array.isArray(result) ? result : ((result as { rows: unknown[] }).rows ?? []);
+}
+
 /** The keys that are set: drizzle skips undefined values in SET, and so must the row rebuilt from them. */
 function defined<T extends object>(values: T): Partial<T> {
   return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Partial<T>;
@@ -203,59 +211,78 @@ export class TaskRepository {
   }
 
   /**
-   * The single place a task changes. Locks the row, lets `decide` look at it, and when the target state is
-   * forward writes the new state, bumps the version and appends one event, all in one transaction.
+   * The single place a task changes. `decide` looks at the row; when its target state is forward, the new
+   * state, the bumped version and one event are written by one statement, and only if the row still has the
+   * version `decide` saw. Otherwise the row is read again and decided again. No lock is held across a round
+   * trip: a callback costs one write, where a locking transaction took five round trips and held a pooled
+   * connection through all of them, and under load that queueing was most of a callback's latency.
+   * `task` is the row when the caller has just read it (a callback has, to check its secret), or its id.
    */
   async transition(
-    id: string,
+    task: AvatarTaskRow | string,
     source: AvatarTaskEventSource,
     decide: (task: AvatarTaskRow) => TaskDecision | null,
     now: Date = new Date(),
   ): Promise<TransitionResult | null> {
-    return this.db.transaction(async (tx) => {
-      const [task] = await prepared(
-        tx.select().from(avatarTasks).where(eq(avatarTasks.id, id)).for('update'),
-      );
-      if (!task) return null;
-      const decision = decide(task);
-      if (!decision) return { task, changed: false };
-      const target =
-        decision.target && isForward(task.state, decision.target.state) ? decision.target : undefined;
-      // The locked row plus what is written is the row after the write, so the UPDATEs return nothing: mapping
-      // every column back was a good share of what a callback cost.
-      if (!target) {
-        const patch = defined(decision.patch ?? {});
-        if (Object.keys(patch).length === 0) return { task, changed: false };
-        await prepared(tx.update(avatarTasks).set(patch).where(eq(avatarTasks.id, id)));
-        return { task: { ...task, ...patch }, changed: false };
+    const id = typeof task === 'string' ? task : task.id;
+    let current = typeof task === 'string' ? await this.findById(id) : task;
+    for (let attempt = 1; current; attempt++) {
+      const outcome = await this.tryTransition(current, source, decide(current), now);
+      if (outcome) return outcome;
+      if (attempt === MAX_TRANSITION_ATTEMPTS) {
+        throw new Error(`task ${id} kept changing under ${attempt} attempts to write it; try again later`);
       }
-      const version = task.version + 1;
-      const terminal = isTerminal(target.state);
-      const changes = defined({
-        ...decision.patch,
-        state: target.state,
-        version,
-        updatedAt: now,
-        ...(target.resultUrls ? { resultUrls: target.resultUrls } : {}),
-        ...(target.failure
-          ? { failureCode: target.failure.code, failureMessage: target.failure.message }
-          : {}),
-        ...(terminal ? { completedAt: now, nextCheckAt: null, leaseUntil: null } : {}),
-      });
-      await prepared(tx.update(avatarTasks).set(changes).where(eq(avatarTasks.id, id)));
-      const updated: AvatarTaskRow = { ...task, ...changes };
-      await prepared(
-        tx.insert(avatarTaskEvents).values({
-          taskId: id,
-          version,
-          state: target.state,
-          source,
-          at: now,
-          message: target.message ?? null,
-        }),
+      current = await this.findById(id);
+    }
+    return null;
+  }
+
+  /** The write `decision` asks for, if `task` is still the current row; null when someone changed it first. */
+  private async tryTransition(
+    task: AvatarTaskRow,
+    source: AvatarTaskEventSource,
+    decision: TaskDecision | null,
+    now: Date,
+  ): Promise<TransitionResult | null> {
+    if (!decision) return { task, changed: false };
+    const unchanged = and(eq(avatarTasks.id, task.id), eq(avatarTasks.version, task.version));
+    const target =
+      decision.target && isForward(task.state, decision.target.state) ? decision.target : undefined;
+    // The row read plus what is written is the row after the write, so the UPDATEs return no columns:
+    // mapping every column back was a good share of what a callback cost.
+    if (!target) {
+      const patch = defined(decision.patch ?? {});
+      if (Object.keys(patch).length === 0) return { task, changed: false };
+      const written = await prepared(
+        this.db.update(avatarTasks).set(patch).where(unchanged).returning({ id: avatarTasks.id }),
       );
-      return { task: updated, changed: true };
+      return written.length > 0 ? { task: { ...task, ...patch }, changed: false } : null;
+    }
+    const version = task.version + 1;
+    const terminal = isTerminal(target.state);
+    const changes = defined({
+      ...decision.patch,
+      state: target.state,
+      version,
+      updatedAt: now,
+      ...(target.resultUrls ? { resultUrls: target.resultUrls } : {}),
+      ...(target.failure ? { failureCode: target.failure.code, failureMessage: target.failure.message } : {}),
+      ...(terminal ? { completedAt: now, nextCheckAt: null, leaseUntil: null } : {}),
     });
+    const update = this.db
+      .update(avatarTasks)
+      .set(changes)
+      .where(unchanged)
+      .returning({ id: avatarTasks.id });
+    // The event is appended by the same statement, so it exists exactly when the update happened.
+    const result: unknown = await this.db.execute(sql`
+      with changed as ${update}
+      insert into ${avatarTaskEvents} (task_id, version, state, source, at, message)
+      select id, ${version}::integer, ${target.state}::text, ${source}::text, ${now.toISOString()}::timestamptz,
+        ${target.message ?? null}::text
+      from changed
+      returning version`);
+    return rowsOf(result).length > 0 ? { task: { ...task, ...changes }, changed: true } : null;
   }
 
   /** Sets columns that carry no state (scheduling, leases). */

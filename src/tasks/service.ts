@@ -256,21 +256,21 @@ export class TaskService {
    * submit outcome was unknown is claimed here by the id kie reports.
    */
   async applyUpstream(
-    id: string,
+    task: AvatarTaskRow | string,
     snapshot: UpstreamSnapshot,
     source: AvatarTaskEventSource,
     patch: TaskPatch = {},
   ): Promise<TransitionResult | null> {
-    return this.change(id, source, (task) => {
-      if (task.upstreamTaskId && task.upstreamTaskId !== snapshot.upstreamTaskId) {
-        throw new UpstreamTaskMismatchError(`task ${id} is not kie task ${snapshot.upstreamTaskId}`);
+    return this.change(task, source, (current) => {
+      if (current.upstreamTaskId && current.upstreamTaskId !== snapshot.upstreamTaskId) {
+        throw new UpstreamTaskMismatchError(`task ${current.id} is not kie task ${snapshot.upstreamTaskId}`);
       }
-      const claim: TaskPatch = task.upstreamTaskId
+      const claim: TaskPatch = current.upstreamTaskId
         ? {}
         : {
             upstreamTaskId: snapshot.upstreamTaskId,
             submitStatus: 'accepted',
-            submittedAt: task.submittedAt ?? new Date(),
+            submittedAt: current.submittedAt ?? new Date(),
           };
       return { target: targetFromSnapshot(snapshot), patch: { ...claim, ...patch } };
     });
@@ -289,11 +289,11 @@ export class TaskService {
   }
 
   private async change(
-    id: string,
+    task: AvatarTaskRow | string,
     source: AvatarTaskEventSource,
     decide: Parameters<TaskRepository['transition']>[2],
   ): Promise<TransitionResult | null> {
-    const result = await this.options.repository.transition(id, source, decide);
+    const result = await this.options.repository.transition(task, source, decide);
     if (result?.changed) {
       this.options.metrics.transitions.inc({ state: result.task.state, source });
       await this.publish(result.task);

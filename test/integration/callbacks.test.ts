@@ -179,6 +179,28 @@ describe.each(databaseKinds())('on %s', (kind) => {
       expect((await getTask(gateway, task.globalId))?.state).toBe('SUCCEEDED');
     });
 
+    it('takes a burst of callbacks for one task at once: all answered, history forward, each version once', async () => {
+      const task = await runningTask();
+      const path = `${task.id}/${task.secret}`;
+      // Every callback reads the task as WAITING before any of them writes: most lose the race and must
+      // decide again on the row the winner left.
+      const states = ['queuing', 'generating', 'success', 'queuing', 'generating', 'success', 'waiting'];
+      const statuses = await Promise.all(
+        [...states, ...states].map((state) => post(gateway, path, body(task.upstreamTaskId, state))),
+      );
+      expect(statuses).toEqual(statuses.map(() => 200));
+      const done = await getTask(gateway, task.globalId);
+      expect(done?.state).toBe('SUCCEEDED');
+      expect(done?.videoUrl).toBe(FORGED_VIDEO);
+      const versions = done?.events.map((event) => event.version) ?? [];
+      expect(versions).toEqual(versions.map((_, index) => index + 1));
+      expect(done?.version).toBe(versions.length);
+      const order = ['PENDING', 'WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED'];
+      const ranks = done?.events.map((event) => order.indexOf(event.state)) ?? [];
+      expect(ranks).toEqual([...new Set(ranks)].sort((a, b) => a - b));
+      expect(done?.events.filter((event) => event.state === 'SUCCEEDED')).toHaveLength(1);
+    });
+
     it('records a failure callback with kie’s message', async () => {
       const task = await runningTask();
       expect(await post(gateway, `${task.id}/${task.secret}`, body(task.upstreamTaskId, 'fail'))).toBe(200);
