@@ -158,7 +158,7 @@ async function onCallback(req: IncomingMessage, res: ServerResponse, taskId: str
     return sendJson(res, 401, { ok: false, message: 'bad webhook signature' });
   }
   try {
-    const result = await tasks.applySnapshot(task.id, snapshot);
+    const result = await tasks.applySnapshot(task, snapshot);
     if (result?.changed) await tasks.notify(result.row);
     sendJson(res, 200, { ok: true, message: result?.changed ? 'applied' : 'nothing to change' });
   } catch (error) {

@@ -95,24 +95,24 @@ export class TaskSql {
   }
 
   /**
-   * The one place a task changes, as the repository's `transition`: lock the row, and when the target is
-   * forward, write it, bump the version and append one event.
+   * The one place a task changes, as the repository's `transition`: when the target is forward, one statement
+   * writes it, bumps the version and appends one event, only if the row still has the version decided on;
+   * otherwise the row is read again and decided again.
    */
   async transition(
-    id: string,
+    task: TaskRow | string,
     source: AvatarTaskEventSource,
     decide: (task: TaskRow) => {
       target: ReturnType<typeof targetFromSnapshot>;
       patch?: Record<string, unknown>;
     },
   ): Promise<{ row: TaskRow; changed: boolean } | undefined> {
-    return this.sql.begin(async (tx) => {
-      const [task] = await tx<TaskRow[]>`select * from avatar_tasks where id = ${id} for update`;
-      if (!task) return undefined;
-      const { target, patch = {} } = decide(task);
-      if (!isForward(task.state, target.state)) return { row: task, changed: false };
+    let current = typeof task === 'string' ? await this.findById(task) : task;
+    for (let attempt = 1; current; attempt++) {
+      const { target, patch = {} } = decide(current);
+      if (!isForward(current.state, target.state)) return { row: current, changed: false };
       const now = new Date();
-      const version = task.version + 1;
+      const version = current.version + 1;
       const values: Record<string, unknown> = { ...patch, state: target.state, version, updated_at: now };
       if (target.resultUrls) values.result_urls = target.resultUrls;
       if (target.failure) {
@@ -121,20 +121,30 @@ export class TaskSql {
       }
       if (isTerminal(target.state))
         Object.assign(values, { completed_at: now, next_check_at: null, lease_until: null });
-      // As the repository: no RETURNING, the locked row plus what was written is the new row.
-      const written = target.resultUrls ? { ...values, result_urls: tx.json(target.resultUrls) } : values;
-      await tx`update avatar_tasks set ${tx(written)} where id = ${id}`;
-      const row = { ...task, ...values } as TaskRow;
-      await tx`
+      // As the repository: no columns returned, the row read plus what was written is the new row.
+      const written = target.resultUrls
+        ? { ...values, result_urls: this.sql.json(target.resultUrls) }
+        : values;
+      const [event] = await this.sql`
+        with changed as (
+          update avatar_tasks set ${this.sql(written)}
+          where id = ${current.id} and version = ${current.version}
+          returning id)
         insert into avatar_task_events (task_id, version, state, source, at, message)
-        values (${id}, ${version}, ${target.state}, ${source}, ${now}, ${target.message ?? null})`;
-      return { row, changed: true };
-    });
+        select id, ${version}::integer, ${target.state}::text, ${source}::text, ${now}::timestamptz,
+          ${target.message ?? null}::text
+        from changed
+        returning version`;
+      if (event) return { row: { ...current, ...values } as TaskRow, changed: true };
+      if (attempt === 8) throw new Error(`task ${current.id} kept changing`);
+      current = await this.findById(current.id);
+    }
+    return undefined;
   }
 
   /** What kie says, applied as the gateway's `applyUpstream` does. */
-  applySnapshot(id: string, snapshot: UpstreamSnapshot) {
-    return this.transition(id, 'CALLBACK', (task) => {
+  applySnapshot(task: TaskRow, snapshot: UpstreamSnapshot) {
+    return this.transition(task, 'CALLBACK', (task) => {
       if (task.upstream_task_id && task.upstream_task_id !== snapshot.upstreamTaskId) {
         throw new UpstreamMismatchError();
       }
