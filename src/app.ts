@@ -7,7 +7,6 @@ import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
-import { RedisEventBus } from './events/redis-bus.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
 import { createMetrics } from './metrics.js';
@@ -55,8 +54,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     if (!options.database) cleanup.push(() => database.close());
     await database.migrate();
 
+    // ioredis is loaded only with REDIS_URL, like PGlite only without DATABASE_URL.
     const bus: EventBus = config.redisUrl
-      ? await RedisEventBus.start(config.redisUrl, logger)
+      ? await (await import('./events/redis-bus.js')).RedisEventBus.start(config.redisUrl, logger)
       : database.client
         ? await PostgresEventBus.start(database.client, logger)
         : new InProcessEventBus();
