@@ -149,7 +149,7 @@ export class CallbackDriver {
     const cpu = cpuShare(before, after);
     const holds = delivered === count && latency.p99 < maxP99Ms && !sending.saturated && sending.failed === 0;
     this.log(
-      `${rate}/s: delivered ${delivered}/${count}, p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms (callback answered p99 ${answer.p99.toFixed(1)} ms), cpu ${(cpu * 100).toFixed(0)}%${sending.failed ? `, ${sending.failed} callbacks failed (${sending.firstError})` : ''}${holds ? '' : ' — does not hold'}`,
+      `${rate}/s: delivered ${delivered}/${count}, p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms (callback answered p99 ${answer.p99.toFixed(1)} ms), cpu ${(cpu * 100).toFixed(0)}%, loop stalled up to ${after.loopDelayMaxMs.toFixed(0)} ms, ${after.majorGcs} major GC${sending.failed ? `, ${sending.failed} callbacks failed (${sending.firstError})` : ''}${holds ? '' : ' — does not hold'}`,
     );
     return {
       rate,

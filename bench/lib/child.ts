@@ -1,4 +1,4 @@
-import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
 
 /**
@@ -43,6 +43,8 @@ export const describeGc = (gc: GcStats) =>
 
 /** Garbage-collection pauses since the process started (or since the last `stats`), by kind. */
 const pauses = { minor: newPauses(), major: newPauses() };
+/** Major collections since the last `cpu` sample. */
+let majorSinceSample = 0;
 function newPauses(): GcPauses {
   return { count: 0, totalMs: 0, maxMs: 0 };
 }
@@ -51,10 +53,18 @@ new PerformanceObserver((list) => {
     const kind = (entry as { detail?: { kind?: number } }).detail?.kind;
     const bucket = kind === constants.NODE_PERFORMANCE_GC_MAJOR ? pauses.major : pauses.minor;
     bucket.count++;
+    if (bucket === pauses.major) majorSinceSample++;
     bucket.totalMs += entry.duration;
     bucket.maxMs = Math.max(bucket.maxMs, entry.duration);
   }
 }).observe({ entryTypes: ['gc'] });
+
+/**
+ * How late the event loop ran its callbacks since the last `cpu` sample: a step whose tail is slow while the
+ * loop never stalled was waiting on something outside the process (the database, the network).
+ */
+const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+loopDelay.enable();
 
 function send(message: ChildMessage): void {
   process.send?.(message);
@@ -82,7 +92,9 @@ export function reportReady(url: string, hooks: ChildHooks): void {
         reply(writeHeapSnapshot(raw.file));
         return;
       case 'cpu':
-        reply({ cpu: process.cpuUsage(), at: performance.now() });
+        reply({ cpu: process.cpuUsage(), loopDelayMaxMs: loopDelay.max / 1e6, majorGcs: majorSinceSample });
+        loopDelay.reset();
+        majorSinceSample = 0;
         return;
       case 'stats': {
         // GC pauses since the last `stats`: a long major collection stalls every request at once.

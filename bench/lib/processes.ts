@@ -47,6 +47,10 @@ export interface CpuSample {
   micros: number;
   /** This process's clock when the sample arrived. */
   at: number;
+  /** The server's longest event-loop delay since its previous sample. */
+  loopDelayMaxMs: number;
+  /** Its major garbage collections since its previous sample. */
+  majorGcs: number;
 }
 
 export interface ServerProcess {
@@ -157,8 +161,9 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       return request<string>('heapSnapshot', { file });
     },
     cpu: async () => {
-      const { cpu } = await request<{ cpu: NodeJS.CpuUsage }>('cpu');
-      return { micros: cpu.user + cpu.system, at: performance.now() };
+      const sample = await request<{ cpu: NodeJS.CpuUsage; loopDelayMaxMs: number; majorGcs: number }>('cpu');
+      const { cpu, loopDelayMaxMs, majorGcs } = sample;
+      return { micros: cpu.user + cpu.system, at: performance.now(), loopDelayMaxMs, majorGcs };
     },
     stats: <T>() => request<T>('stats'),
     async stop() {

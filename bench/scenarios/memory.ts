@@ -1,3 +1,4 @@
+import { CallbackDriver, DeliveryClock } from '../lib/callback-steps.js';
 import type { ServerProcess } from '../lib/processes.js';
 import { planSubscribers } from '../lib/subscriber-plan.js';
 import { openWsSubscribers } from '../lib/ws-subscribers.js';
@@ -5,8 +6,10 @@ import { ratioRow, type Scenario, type ScenarioContext } from './types.js';
 
 /**
  * 10,000 idle graphql-ws subscriptions: heap per subscription after a full collection (twice, in the server's
- * own process), against a raw `ws` server keeping one map entry per subscription on the same sockets; then
- * every subscriber disconnects and the heap must come back to where it started.
+ * own process), against a raw `ws` server keeping one map entry per subscription on the same sockets. Then
+ * every task gets one update and the heap is measured again: what a subscription keeps of an update it already
+ * sent lives until the next one, which is also garbage the collector must promote and later mark. Last, every
+ * subscriber disconnects and the heap must come back to where it started.
  */
 
 /** After disconnect, the heap may stay this share of the subscriptions' growth above the start. */
@@ -19,8 +22,12 @@ interface MemorySide {
   errors: string[];
   start: NodeJS.MemoryUsage;
   subscribedMemory: NodeJS.MemoryUsage;
+  updatedMemory: NodeJS.MemoryUsage;
+  /** Updates delivered in the update round (one per task). */
+  delivered: number;
   after: NodeJS.MemoryUsage;
   bytesPerSubscription: number;
+  bytesPerUpdatedSubscription: number;
   residualBytes: number;
   recovered: boolean;
 }
@@ -38,11 +45,12 @@ async function measureSide(
   const server = await start();
   const settleMs = context.quick ? QUICK_SETTLE_MS : SETTLE_MS;
   const settle = (ms = settleMs) => pause(ms);
+  const clock = new DeliveryClock(plan.tasks);
   const open = (subscribers: typeof plan.subscribers) =>
     openWsSubscribers({
       wsUrl: `${server.url.replace(/^http/, 'ws')}/graphql`,
       subscribers,
-      onUpdate: () => {},
+      onUpdate: (update, at) => clock.received(update.id, update.version, at),
       concurrency: 200,
     });
   try {
@@ -57,6 +65,15 @@ async function measureSide(
     await settle();
     const subscribedMemory = await server.gc();
     if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('subscribed')}`);
+    // One update for every task, at a rate both sides hold, then the same collection.
+    const rate = 1_000;
+    const driver = new CallbackDriver(server, plan.tasks, clock, (message) =>
+      context.log(`${label} ${message}`),
+    );
+    const round = await driver.step(rate, (plan.tasks.length / rate) * 1000, Number.POSITIVE_INFINITY);
+    await settle();
+    const updatedMemory = await server.gc();
+    if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('updated')}`);
     await subscribers.close();
     await settle(settleMs * 2);
     const after = await server.gc();
@@ -67,14 +84,18 @@ async function measureSide(
       errors: subscribers.errors.slice(0, 5),
       start: startMemory,
       subscribedMemory,
+      updatedMemory,
+      delivered: round?.delivered ?? 0,
       after,
       bytesPerSubscription: growth / Math.max(1, subscribers.ready),
+      bytesPerUpdatedSubscription:
+        (updatedMemory.heapUsed - startMemory.heapUsed) / Math.max(1, subscribers.ready),
       residualBytes: residual,
       recovered: residual <= Math.max(growth * TOLERANCE, 0),
     };
     const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
     context.log(
-      `${label}: ${subscribers.ready} subscribed; heap ${mb(startMemory.heapUsed)} → ${mb(subscribedMemory.heapUsed)} → ${mb(after.heapUsed)} after disconnect; ${side.bytesPerSubscription.toFixed(0)} B per subscription`,
+      `${label}: ${subscribers.ready} subscribed; heap ${mb(startMemory.heapUsed)} → ${mb(subscribedMemory.heapUsed)} → ${mb(updatedMemory.heapUsed)} after one update each (${side.delivered} delivered) → ${mb(after.heapUsed)} after disconnect; ${side.bytesPerSubscription.toFixed(0)} B per subscription, ${side.bytesPerUpdatedSubscription.toFixed(0)} B once updated`,
     );
     return side;
   } finally {
@@ -107,6 +128,17 @@ export const memoryScenario: Scenario = {
           },
           { atMost: 2, also: gateway.subscribed === count },
         ),
+        {
+          scenario: 'memory',
+          metric: 'heap per subscription after one update each',
+          unit: 'B',
+          gateway: gateway.bytesPerUpdatedSubscription,
+          baseline: baseline.bytesPerUpdatedSubscription,
+          ratio: gateway.bytesPerUpdatedSubscription / baseline.bytesPerUpdatedSubscription,
+          target: '',
+          pass: null,
+          note: `${gateway.delivered} and ${baseline.delivered} of ${count} updates delivered`,
+        },
         {
           scenario: 'memory',
           metric: 'heap left after all disconnect',

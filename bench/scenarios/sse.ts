@@ -65,8 +65,11 @@ export const sseScenario: Scenario = {
     const baselineServer = await context.startBaseline('live', { DATABASE_URL: context.database.url });
     const sides: Side[] = [];
     try {
+      // With --profile: what an SSE subscription holds, by `bench/heap-summary.ts idle subscribed <count>`.
+      if (context.profile) context.log(`heap snapshot ${await gatewayServer.heapSnapshot('sse-idle')}`);
       const gateway = await openSide(context, 'gateway', gatewayServer, gatewayPlan);
       sides.push(gateway);
+      if (context.profile) context.log(`heap snapshot ${await gatewayServer.heapSnapshot('sse-subscribed')}`);
       const baseline = await openSide(context, 'baseline', baselineServer, baselinePlan);
       sides.push(baseline);
       await gateway.driver.warmUp(segmentMs);
