@@ -1,10 +1,10 @@
 import type { Server } from 'node:http';
 import { GraphQLError, getOperationAST, subscribe as graphqlSubscribe } from 'graphql';
 import { type Context, makeServer, type OperationResult } from 'graphql-ws';
-import { maskError } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import { createErrorMasker } from './error-masking.js';
 import { SocketSweeper } from './socket-sweeper.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -47,12 +47,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     else socketsPerUser.set(viewer.id, left);
   };
 
-  /** As yoga masks errors over HTTP: anything not meant for clients becomes "Unexpected error." and is logged. */
-  const mask = (error: GraphQLError): GraphQLError => {
-    const masked = maskError(error, UNEXPECTED_ERROR) as GraphQLError;
-    if (masked !== error) logger.error({ err: error.originalError ?? error }, 'subscription failed');
-    return masked;
-  };
+  const mask = createErrorMasker(logger);
 
   const server = makeServer<Record<string, unknown>, Extra>({
     // The transport enforces it with the sweeper's shared timer instead of a timer per socket.
@@ -145,8 +140,5 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     },
   };
 }
-
-/** yoga's own wording for a masked error. */
-const UNEXPECTED_ERROR = 'Unexpected error.';
 
 type Envelope = { execute: (args: unknown) => OperationResult };
