@@ -7,6 +7,7 @@ import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
+import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
 import { createMetrics } from './metrics.js';
@@ -131,7 +132,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       simulator,
       developmentToken,
     });
-    server.on('request', yoga);
+    // SSE on /graphql has a lean transport of its own; everything else is yoga's.
+    const sse = createSseTransport({ yoga, verifier, logger });
+    server.on('request', (req, res) => (sse.handles(req) ? void sse.serve(req, res) : yoga(req, res)));
+    cleanup.push(() => sse.close());
     const sockets = attachGraphQLWebSocket({
       server,
       yoga,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { databaseKinds } from '../helpers/database.js';
-import { createTaskOk, metric, sampleInput } from '../helpers/gateway.js';
+import { createTaskOk, metric, sampleInput, signToken } from '../helpers/gateway.js';
 import {
   type FetchSseReceived,
   pendingTaskId,
@@ -208,6 +208,41 @@ describe.each(databaseKinds())('avatarTaskUpdated over SSE on %s', (kind) => {
         .map((task) => task.state),
     ).toEqual(['PENDING', 'WAITING', 'SUCCEEDED']);
     expect(received.ending).toBeUndefined();
+  });
+
+  it('answers a browser on another origin with the same CORS headers on a stream as on a JSON request', async () => {
+    const { gateway } = viaCallback;
+    const alice = user();
+    const task = await createTaskOk(gateway, sampleInput(), alice);
+    const headers = {
+      authorization: `Bearer ${await signToken(alice)}`,
+      origin: 'https://app.example.com',
+      'content-type': 'application/json',
+    };
+    const cors = (response: Response) =>
+      Object.fromEntries(
+        [...response.headers].filter(([name]) => name.startsWith('access-control-') || name === 'vary'),
+      );
+    const json = await fetch(gateway.graphqlUrl, {
+      method: 'POST',
+      headers: { ...headers, accept: 'application/json' },
+      body: JSON.stringify({ query: '{ __typename }' }),
+    });
+    await json.arrayBuffer();
+    const abort = new AbortController();
+    const stream = await fetch(gateway.graphqlUrl, {
+      method: 'POST',
+      headers: { ...headers, accept: 'text/event-stream' },
+      body: JSON.stringify({ query: TASK_UPDATED, variables: { id: task.id } }),
+      signal: abort.signal,
+    });
+    expect(stream.headers.get('content-type')).toBe('text/event-stream');
+    expect(cors(json)).toMatchObject({
+      'access-control-allow-origin': 'https://app.example.com',
+      'access-control-allow-credentials': 'true',
+    });
+    expect(cors(stream)).toEqual(cors(json));
+    abort.abort();
   });
 
   it('counts SSE streams in avatar_gateway_active_subscriptions and forgets them when clients leave', async () => {

@@ -1,0 +1,287 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-node/server';
+import {
+  type DocumentNode,
+  type ExecutionResult,
+  GraphQLError,
+  getOperationAST,
+  subscribe as graphqlSubscribe,
+  parse,
+} from 'graphql';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import { createErrorMasker } from './error-masking.js';
+import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
+
+export interface SseTransportOptions {
+  yoga: GatewayYoga;
+  verifier: TokenVerifier;
+  logger: Logger;
+  /** Every open stream gets a comment this often, as yoga's SSE does (12 s), so proxies keep it open. */
+  keepAliveMs?: number;
+}
+
+/** The keep-alive pings go out to one of this many groups per tick, never to every stream at once. */
+const PING_SLICES = 24;
+/** A GraphQL request larger than this is refused with 413. */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+interface OperationParams {
+  query: string;
+  variables?: Record<string, unknown>;
+  operationName?: string;
+  extensions?: Record<string, unknown>;
+}
+
+/**
+ * GraphQL over SSE in yoga's "distinct connections" mode (`Accept: text/event-stream` on /graphql), served on
+ * node:http for a subscription that starts. yoga's own SSE path holds about 38 KB per open stream
+ * (two Requests, three ReadableStreams, five sets of stream listeners, five iterator layers), five times a
+ * graphql-ws subscription, and a 100 MB heap at 2,000 streams made every major collection a 100+ ms stall.
+ * Here a stream is the node response, the GraphQL stream and a group slot for pings.
+ *
+ * Validation and context go through yoga's envelop, as for graphql-ws; the subscription runs on graphql-js
+ * with yoga's error masking (see websocket.ts). Anything else (a query or mutation, a malformed or
+ * unauthenticated request, invalid GraphQL, a subscription refused before it starts) is handed to yoga whole,
+ * so its answers stay exactly yoga's.
+ */
+export function createSseTransport(options: SseTransportOptions) {
+  const { yoga, verifier, logger } = options;
+  const mask = createErrorMasker(logger);
+  // Parsed subscriptions, shared by every stream of the same query: a document with its tokens and locations
+  // is about 5 KB, which each open stream would otherwise hold.
+  const documents = new LRUCache<string, DocumentNode>({ max: 1_000 });
+  const groups = Array.from({ length: PING_SLICES }, () => new Set<ServerResponse>());
+  let nextGroup = 0;
+  let tick = 0;
+  const pinger = setInterval(
+    () => {
+      const group = groups[tick++ % PING_SLICES] as Set<ServerResponse>;
+      for (const res of group) if (!res.writableNeedDrain) res.write(':\n\n');
+    },
+    Math.max(1, Math.floor((options.keepAliveMs ?? 12_000) / PING_SLICES)),
+  );
+  pinger.unref();
+
+  /** yoga's answer to the request, for every case this transport does not stream itself. */
+  async function delegate(req: IncomingMessage, res: ServerResponse, body: Buffer | undefined) {
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+    }
+    const response = await yoga.fetch(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+      method: req.method,
+      headers,
+      ...(body ? { body: new Uint8Array(body) } : {}),
+    });
+    await sendNodeResponse(response, res, req, false);
+  }
+
+  /** Streams a subscription that has started, until it ends or the client leaves. */
+  async function stream(
+    req: IncomingMessage,
+    res: ServerResponse,
+    iterator: AsyncIterableIterator<ExecutionResult>,
+  ) {
+    const cors = getCORSHeadersByRequestAndOptions(requestLike(req), {}) ?? {};
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream',
+      Connection: 'keep-alive',
+      'Cache-Control': 'no-cache',
+      'Content-Encoding': 'none',
+      ...cors,
+    });
+    res.write(':\n\n');
+    const send = (value: ExecutionResult) => {
+      const shown = value.errors ? { ...value, errors: value.errors.map(mask) } : value;
+      return res.write(`event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`);
+    };
+    const group = groups[nextGroup++ % PING_SLICES] as Set<ServerResponse>;
+    group.add(res);
+    let closed = false;
+    res.once('close', () => {
+      closed = true;
+      group.delete(res);
+      void iterator.return?.();
+    });
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (closed) return;
+        if (next.done) break;
+        if (!send(next.value)) await drained(res);
+      }
+    } catch (error) {
+      // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
+      if (closed) return;
+      const failure =
+        error instanceof GraphQLError
+          ? error
+          : new GraphQLError(error instanceof Error ? error.message : String(error), {
+              originalError: error instanceof Error ? error : undefined,
+            });
+      send({ errors: [failure] });
+    }
+    if (!closed) res.end('event: complete\ndata:\n\n');
+  }
+
+  return {
+    /** True when the request is one this transport answers (it then owns the response). */
+    handles(req: IncomingMessage): boolean {
+      if (req.method !== 'GET' && req.method !== 'POST') return false;
+      const path = (req.url ?? '').split('?', 1)[0];
+      if (path !== GRAPHQL_PATH) return false;
+      // The first media type the client asks for: a client that prefers JSON gets yoga's negotiation.
+      const accept = (req.headers.accept ?? '').split(',', 1)[0]?.trim() ?? '';
+      return accept.startsWith('text/event-stream');
+    },
+
+    async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+      let body: Buffer | undefined;
+      try {
+        const read = req.method === 'POST' ? await readBody(req) : undefined;
+        if (read === null) {
+          res.writeHead(413, { 'Content-Type': 'application/json' });
+          res.end(JSON.stringify({ errors: [{ message: `Request body over ${MAX_BODY_BYTES} bytes` }] }));
+          return;
+        }
+        body = read;
+        const started = await start(req, body);
+        if (!started) {
+          await delegate(req, res, body);
+          return;
+        }
+        await stream(req, res, started);
+      } catch (error) {
+        logger.error({ err: error }, 'SSE request failed');
+        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end();
+      }
+    },
+
+    close() {
+      clearInterval(pinger);
+      for (const group of groups) {
+        for (const res of group) res.end();
+        group.clear();
+      }
+    },
+  };
+
+  /**
+   * The subscription's stream once it has started, or undefined when yoga should answer instead: anything
+   * but a subscription, a request yoga would refuse, and a subscription that ends before it starts (its one
+   * error, NOT_FOUND say, with yoga's status and codes; subscribing again there has no side effects).
+   */
+  async function start(req: IncomingMessage, body: Buffer | undefined) {
+    const params = operationParams(req, body);
+    if (!params) return undefined;
+    let viewer: Viewer | undefined;
+    try {
+      const token = bearerToken(req.headers.authorization);
+      if (token) viewer = await verifier.verify(token);
+    } catch {
+      return undefined;
+    }
+    let document = documents.get(params.query);
+    try {
+      // graphql-js's own parse and a cache of successes only: envelop's parse would cache a syntax error
+      // without the code yoga adds to it over HTTP, and yoga then answers the same query from that cache.
+      document ??= parse(params.query);
+    } catch {
+      return undefined;
+    }
+    if (getOperationAST(document, params.operationName)?.operation !== 'subscription') return undefined;
+    const { schema, validate, contextFactory } = yoga.getEnveloped({ params, viewer });
+    if (validate(schema, document).length > 0) return undefined;
+    documents.set(params.query, document);
+    const result = await graphqlSubscribe({
+      schema,
+      document,
+      contextValue: await contextFactory(),
+      variableValues: params.variables,
+      operationName: params.operationName,
+    });
+    return Symbol.asyncIterator in result ? result : undefined;
+  }
+}
+
+function operationParams(req: IncomingMessage, body: Buffer | undefined): OperationParams | undefined {
+  try {
+    let raw: Record<string, unknown>;
+    if (req.method === 'GET') {
+      const search = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      const variables = search.get('variables');
+      const extensions = search.get('extensions');
+      raw = {
+        query: search.get('query'),
+        operationName: search.get('operationName') ?? undefined,
+        variables: variables ? JSON.parse(variables) : undefined,
+        extensions: extensions ? JSON.parse(extensions) : undefined,
+      };
+    } else {
+      if (!(req.headers['content-type'] ?? '').startsWith('application/json')) return undefined;
+      raw = JSON.parse(body?.toString('utf8') ?? '');
+    }
+    const { query, variables, operationName, extensions } = raw;
+    if (typeof query !== 'string') return undefined;
+    if (variables != null && (typeof variables !== 'object' || Array.isArray(variables))) return undefined;
+    if (operationName != null && typeof operationName !== 'string') return undefined;
+    return {
+      query,
+      ...(variables ? { variables: variables as Record<string, unknown> } : {}),
+      ...(operationName ? { operationName } : {}),
+      ...(extensions && typeof extensions === 'object'
+        ? { extensions: extensions as Record<string, unknown> }
+        : {}),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The body, or null when it is larger than MAX_BODY_BYTES. */
+async function readBody(req: IncomingMessage): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) return null;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** As yoga serialises a result: without the `http` and `unexpected` extensions, which are for the server. */
+function wire(result: ExecutionResult) {
+  if (!result.errors?.length) return result.errors ? { ...result, errors: undefined } : result;
+  return {
+    ...result,
+    errors: result.errors.map((error) => {
+      const json = error.toJSON();
+      const { http: _http, unexpected: _unexpected, ...extensions } = json.extensions ?? {};
+      return { ...json, extensions: Object.keys(extensions).length > 0 ? extensions : undefined };
+    }),
+  };
+}
+
+/** Only what the CORS helper reads of a request. */
+function requestLike(req: IncomingMessage): Request {
+  return {
+    method: req.method,
+    headers: { get: (name: string) => req.headers[name.toLowerCase()] ?? null },
+  } as unknown as Request;
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
