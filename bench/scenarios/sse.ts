@@ -65,7 +65,7 @@ export const sseScenario: Scenario = {
     const baselineServer = await context.startBaseline('live', { DATABASE_URL: context.database.url });
     const sides: Side[] = [];
     try {
-      // With --profile: what an SSE subscription holds, by `bench/heap-summary.ts idle subscribed <count>`.
+      // With --profile: what an open stream holds, by `bench/heap-summary.ts <idle> <subscribed> <count>`.
       if (context.profile) context.log(`heap snapshot ${await gatewayServer.heapSnapshot('sse-idle')}`);
       const gateway = await openSide(context, 'gateway', gatewayServer, gatewayPlan);
       sides.push(gateway);
@@ -86,19 +86,45 @@ export const sseScenario: Scenario = {
       const gatewayGc = (await gatewayServer.stats<{ gc: GcStats }>()).gc;
       const baselineGc = (await baselineServer.stats<{ gc: GcStats }>()).gc;
       context.log(`GC during the run: gateway ${describeGc(gatewayGc)}; baseline ${describeGc(baselineGc)}`);
-      return {
-        rows: liveUpdateRows(g, b, {
-          scenario: 'sse',
-          rate: RATE,
-          subscribers: `${count.toLocaleString('en-US')} subscribers`,
-          target: '≤ 2x',
-          segments,
-          segmentMs,
-          gatewayGc,
+      // What an open stream holds: the heap with the streams and without, after full collections. Measured
+      // last, because a forced collection lowers the heap limit and brings the next major one sooner.
+      const [gatewayBytes, baselineBytes] = await Promise.all(
+        [gatewayServer, baselineServer].map(async (server, index) => {
+          const withStreams = (await server.gc()).heapUsed;
+          sides[index]?.subscribers.close();
+          await new Promise((resolve) => setTimeout(resolve, context.quick ? 500 : 1_500));
+          return (withStreams - (await server.gc()).heapUsed) / count;
         }),
+      );
+      context.log(
+        `heap per open stream: gateway ${gatewayBytes?.toFixed(0)} B, baseline ${baselineBytes?.toFixed(0)} B`,
+      );
+      return {
+        rows: [
+          ...liveUpdateRows(g, b, {
+            scenario: 'sse',
+            rate: RATE,
+            subscribers: `${count.toLocaleString('en-US')} subscribers`,
+            target: '≤ 2x',
+            segments,
+            segmentMs,
+            gatewayGc,
+          }),
+          {
+            scenario: 'sse',
+            metric: 'heap per open stream',
+            unit: 'B',
+            gateway: gatewayBytes ?? Number.NaN,
+            baseline: baselineBytes ?? Number.NaN,
+            ratio: (gatewayBytes ?? Number.NaN) / (baselineBytes ?? Number.NaN),
+            target: '',
+            pass: null,
+          },
+        ],
         details: {
           subscribers: count,
           segmentMs,
+          heapPerStream: { gateway: gatewayBytes, baseline: baselineBytes },
           gc: { gateway: gatewayGc, baseline: baselineGc },
           gateway: { at200: g && withoutSamples(g), segments: gateway.segments.map(withoutSamples) },
           baseline: { at200: b && withoutSamples(b), segments: baseline.segments.map(withoutSamples) },
