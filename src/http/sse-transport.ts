@@ -12,6 +12,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import { createErrorMasker } from './error-masking.js';
+import { SseKeepAlive } from './sse-keep-alive.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
 
 export interface SseTransportOptions {
@@ -22,8 +23,6 @@ export interface SseTransportOptions {
   keepAliveMs?: number;
 }
 
-/** The keep-alive pings go out to one of this many groups per tick, never to every stream at once. */
-const PING_SLICES = 24;
 /** A GraphQL request larger than this is refused with 413. */
 const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -39,7 +38,7 @@ interface OperationParams {
  * node:http for a subscription that starts. yoga's own SSE path holds about 38 KB per open stream
  * (two Requests, three ReadableStreams, five sets of stream listeners, five iterator layers), five times a
  * graphql-ws subscription, and a 100 MB heap at 2,000 streams made every major collection a 100+ ms stall.
- * Here a stream is the node response, the GraphQL stream and a group slot for pings.
+ * Here a stream is the node response, the GraphQL stream and a slot in the shared keep-alive.
  *
  * Validation and context go through yoga's envelop, as for graphql-ws; the subscription runs on graphql-js
  * with yoga's error masking (see websocket.ts). Anything else (a query or mutation, a malformed or
@@ -52,17 +51,7 @@ export function createSseTransport(options: SseTransportOptions) {
   // Parsed subscriptions, shared by every stream of the same query: a document with its tokens and locations
   // is about 5 KB, which each open stream would otherwise hold.
   const documents = new LRUCache<string, DocumentNode>({ max: 1_000 });
-  const groups = Array.from({ length: PING_SLICES }, () => new Set<ServerResponse>());
-  let nextGroup = 0;
-  let tick = 0;
-  const pinger = setInterval(
-    () => {
-      const group = groups[tick++ % PING_SLICES] as Set<ServerResponse>;
-      for (const res of group) if (!res.writableNeedDrain) res.write(':\n\n');
-    },
-    Math.max(1, Math.floor((options.keepAliveMs ?? 12_000) / PING_SLICES)),
-  );
-  pinger.unref();
+  const keepAlive = new SseKeepAlive(options.keepAliveMs);
 
   /** yoga's answer to the request, for every case this transport does not stream itself. */
   async function delegate(req: IncomingMessage, res: ServerResponse, body: Buffer | undefined) {
@@ -97,12 +86,10 @@ export function createSseTransport(options: SseTransportOptions) {
       const shown = value.errors ? { ...value, errors: value.errors.map(mask) } : value;
       return res.write(`event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`);
     };
-    const group = groups[nextGroup++ % PING_SLICES] as Set<ServerResponse>;
-    group.add(res);
+    keepAlive.add(res);
     let closed = false;
     res.once('close', () => {
       closed = true;
-      group.delete(res);
       void iterator.return?.();
     });
     try {
@@ -161,11 +148,7 @@ export function createSseTransport(options: SseTransportOptions) {
     },
 
     close() {
-      clearInterval(pinger);
-      for (const group of groups) {
-        for (const res of group) res.end();
-        group.clear();
-      }
+      keepAlive.close();
     },
   };
 
