@@ -3,9 +3,9 @@ import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-nod
 import {
   type DocumentNode,
   type ExecutionResult,
-  GraphQLError,
   getOperationAST,
   subscribe as graphqlSubscribe,
+  locatedError,
   parse,
 } from 'graphql';
 import { LRUCache } from 'lru-cache';
@@ -102,13 +102,7 @@ export function createSseTransport(options: SseTransportOptions) {
     } catch (error) {
       // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
       if (closed) return;
-      const failure =
-        error instanceof GraphQLError
-          ? error
-          : new GraphQLError(error instanceof Error ? error.message : String(error), {
-              originalError: error instanceof Error ? error : undefined,
-            });
-      send({ errors: [failure] });
+      send({ errors: [locatedError(error, undefined)] });
     }
     if (!closed) res.end('event: complete\ndata:\n\n');
   }
@@ -125,15 +119,13 @@ export function createSseTransport(options: SseTransportOptions) {
     },
 
     async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-      let body: Buffer | undefined;
       try {
-        const read = req.method === 'POST' ? await readBody(req) : undefined;
-        if (read === null) {
+        const body = req.method === 'POST' ? await readBody(req) : undefined;
+        if (body === null) {
           res.writeHead(413, { 'Content-Type': 'application/json' });
           res.end(JSON.stringify({ errors: [{ message: `Request body over ${MAX_BODY_BYTES} bytes` }] }));
           return;
         }
-        body = read;
         const started = await start(req, body);
         if (!started) {
           await delegate(req, res, body);
