@@ -175,6 +175,40 @@ export class CallbackDriver {
   }
 }
 
+/** Subscribers that report each update they receive, as the graphql-ws and SSE clients do. */
+export interface LiveSubscribers {
+  ready: number;
+  errors: string[];
+  close(): unknown;
+}
+
+/**
+ * One side of a live-update scenario: its subscribers, every update they receive timed by a delivery clock,
+ * and a driver for its callbacks. Unless every subscriber got in, closes them and throws.
+ */
+export async function openLiveSide<S extends LiveSubscribers>(options: {
+  label: string;
+  server: ServerProcess;
+  tasks: readonly SeedTask[];
+  log: (message: string) => void;
+  open: (onUpdate: (update: { id: string; version: number }, at: number) => void) => Promise<S>;
+}): Promise<{ subscribers: S; driver: CallbackDriver; setupSeconds: number }> {
+  const { label, server, tasks, log } = options;
+  const clock = new DeliveryClock(tasks);
+  const begin = performance.now();
+  const subscribers = await options.open((update, at) => clock.received(update.id, update.version, at));
+  const setupSeconds = (performance.now() - begin) / 1000;
+  log(`${label}: ${subscribers.ready}/${tasks.length} subscribed in ${setupSeconds.toFixed(1)} s`);
+  if (subscribers.ready < tasks.length) {
+    await subscribers.close();
+    throw new Error(
+      `${label}: only ${subscribers.ready} subscribed (${subscribers.errors.slice(0, 3).join('; ')})`,
+    );
+  }
+  const driver = new CallbackDriver(server, tasks, clock, (message) => log(`${label} ${message}`));
+  return { subscribers, driver, setupSeconds };
+}
+
 /** Steps up through `rates` until one does not hold (loses an update, or p99 reaches `maxP99Ms`). */
 export async function climb(
   driver: CallbackDriver,

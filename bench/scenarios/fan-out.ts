@@ -1,7 +1,7 @@
 import {
-  CallbackDriver,
+  type CallbackDriver,
   climb,
-  DeliveryClock,
+  openLiveSide,
   pooled,
   type StepResult,
   withoutSamples,
@@ -25,8 +25,6 @@ const MAX_P99_MS = 100;
 const RATE = 200;
 
 interface Side {
-  label: string;
-  server: ServerProcess;
   subscribers: WsSubscribers;
   driver: CallbackDriver;
   segments: StepResult[];
@@ -39,27 +37,20 @@ async function openSide(
   server: ServerProcess,
   plan: SubscriberPlan,
 ): Promise<Side> {
-  const clock = new DeliveryClock(plan.tasks);
-  const begin = performance.now();
-  const subscribers = await openWsSubscribers({
-    wsUrl: `${server.url.replace(/^http/, 'ws')}/graphql`,
-    subscribers: plan.subscribers,
-    onUpdate: (update, at) => clock.received(update.id, update.version, at),
-    concurrency: 200,
+  const side = await openLiveSide({
+    label,
+    server,
+    tasks: plan.tasks,
+    log: context.log,
+    open: (onUpdate) =>
+      openWsSubscribers({
+        wsUrl: `${server.url.replace(/^http/, 'ws')}/graphql`,
+        subscribers: plan.subscribers,
+        onUpdate,
+        concurrency: 200,
+      }),
   });
-  const setupSeconds = (performance.now() - begin) / 1000;
-  context.log(
-    `${label}: ${subscribers.ready}/${plan.tasks.length} subscribed in ${setupSeconds.toFixed(1)} s`,
-  );
-  if (subscribers.ready < plan.tasks.length) {
-    throw new Error(
-      `${label}: only ${subscribers.ready} subscribed (${subscribers.errors.slice(0, 3).join('; ')})`,
-    );
-  }
-  const driver = new CallbackDriver(server, plan.tasks, clock, (message) =>
-    context.log(`${label} ${message}`),
-  );
-  return { label, server, subscribers, driver, segments: [], setupSeconds };
+  return { ...side, segments: [] };
 }
 
 const maxHeld = (steps: readonly (StepResult | undefined)[]) =>

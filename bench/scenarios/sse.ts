@@ -1,6 +1,6 @@
 import {
-  CallbackDriver,
-  DeliveryClock,
+  type CallbackDriver,
+  openLiveSide,
   pooled,
   type StepResult,
   withoutSamples,
@@ -32,23 +32,15 @@ async function openSide(
   server: ServerProcess,
   plan: SubscriberPlan,
 ): Promise<Side> {
-  const clock = new DeliveryClock(plan.tasks);
-  const subscribers = await openSseSubscribers({
-    url: `${server.url}/graphql`,
-    subscribers: plan.subscribers,
-    onUpdate: (update, at) => clock.received(update.id, update.version, at),
+  const side = await openLiveSide({
+    label,
+    server,
+    tasks: plan.tasks,
+    log: context.log,
+    open: (onUpdate) =>
+      openSseSubscribers({ url: `${server.url}/graphql`, subscribers: plan.subscribers, onUpdate }),
   });
-  context.log(`${label}: ${subscribers.ready}/${plan.tasks.length} SSE subscribers`);
-  if (subscribers.ready < plan.tasks.length) {
-    subscribers.close();
-    throw new Error(
-      `${label}: only ${subscribers.ready} subscribed (${subscribers.errors.slice(0, 3).join('; ')})`,
-    );
-  }
-  const driver = new CallbackDriver(server, plan.tasks, clock, (message) =>
-    context.log(`${label} ${message}`),
-  );
-  return { subscribers, driver, segments: [] };
+  return { ...side, segments: [] };
 }
 
 export const sseScenario: Scenario = {
