@@ -16,6 +16,8 @@ import { ratioRow, type Scenario, type ScenarioContext } from './types.js';
 const TOLERANCE = 0.1;
 const SETTLE_MS = 1_500;
 const QUICK_SETTLE_MS = 500;
+/** Callbacks per second in the update round (and its warm-up), a rate both sides hold. */
+const UPDATE_RATE = 1_000;
 
 interface MemorySide {
   subscribed: number;
@@ -53,10 +55,17 @@ async function measureSide(
       onUpdate: (update, at) => clock.received(update.id, update.version, at),
       concurrency: 200,
     });
+  const driver = new CallbackDriver(server, plan.tasks, clock, (message) =>
+    context.log(`${label} ${message}`),
+  );
   try {
-    // A first round of subscribers that leave again: what stays (compiled code, caches, pools) is not per
-    // subscription, and must not count as such nor as a leak.
-    const warmup = await open(plan.subscribers.slice(0, Math.min(200, plan.subscribers.length)));
+    // A first round of subscribers that get updates at the update round's rate and leave again: what stays
+    // (compiled code, caches, prepared statements, pooled and keep-alive connections) is not per subscription,
+    // and must not count as such nor as a leak. The warm-up's updates go to its own subscribers' tasks; the
+    // update round below goes on from there, so it still gives every task exactly one update.
+    const warmupCount = Math.min(200, plan.subscribers.length);
+    const warmup = await open(plan.subscribers.slice(0, warmupCount));
+    await driver.step(UPDATE_RATE, (warmupCount / UPDATE_RATE) * 1000, Number.POSITIVE_INFINITY);
     await warmup.close();
     await settle();
     const startMemory = await server.gc();
@@ -65,12 +74,12 @@ async function measureSide(
     await settle();
     const subscribedMemory = await server.gc();
     if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('subscribed')}`);
-    // One update for every task, at a rate both sides hold, then the same collection.
-    const rate = 1_000;
-    const driver = new CallbackDriver(server, plan.tasks, clock, (message) =>
-      context.log(`${label} ${message}`),
+    // One update for every task, then the same collection.
+    const round = await driver.step(
+      UPDATE_RATE,
+      (plan.tasks.length / UPDATE_RATE) * 1000,
+      Number.POSITIVE_INFINITY,
     );
-    const round = await driver.step(rate, (plan.tasks.length / rate) * 1000, Number.POSITIVE_INFINITY);
     await settle();
     const updatedMemory = await server.gc();
     if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('updated')}`);
