@@ -116,7 +116,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       maxPendingSubmits: config.poller.maxPendingSubmits,
     });
     const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions);
-    const verifier = await createTokenVerifier(config.auth, config.dataDir);
+    const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
 
     const yoga = createGatewayYoga({

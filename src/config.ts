@@ -32,6 +32,7 @@ const envSchema = z.object({
   AUTH_JWKS_URL: url.optional(),
   AUTH_JWT_ISSUER: z.string().min(1).optional(),
   AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+  AUTH_MAX_TOKEN_LIFETIME_S: intFrom(1).optional(),
   POLL_INTERVAL_MS: intFrom(10).default(1000),
   POLL_MIN_DELAY_MS: intFrom(0).default(30_000),
   POLL_MAX_DELAY_MS: intFrom(1).default(300_000),
@@ -75,6 +76,8 @@ export interface Config {
     | { mode: 'development' }
     | { mode: 'secret'; secret: string; issuer?: string; audience?: string }
     | { mode: 'jwks'; jwksUrl: string; issuer?: string; audience?: string };
+  /** What a token must be beyond a valid signature. */
+  tokenPolicy: { maxLifetimeS: number };
   poller: {
     intervalMs: number;
     minDelayMs: number;
@@ -150,6 +153,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxQueriesPerSecond: e.KIE_MAX_QUERIES_PER_S,
     },
     auth,
+    tokenPolicy: {
+      // Production: a day. Elsewhere long enough for the 30-day tokens development mode signs.
+      maxLifetimeS: e.AUTH_MAX_TOKEN_LIFETIME_S ?? (e.NODE_ENV === 'production' ? 86_400 : 31 * 86_400),
+    },
     poller: {
       intervalMs: e.POLL_INTERVAL_MS,
       minDelayMs: e.POLL_MIN_DELAY_MS,

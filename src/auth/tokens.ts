@@ -8,8 +8,8 @@ import type { Config } from '../config.js';
 export interface Viewer {
   /** The token's `sub`. */
   id: string;
-  /** Unix seconds, when the token has `exp`. */
-  expiresAt: number | undefined;
+  /** Unix seconds: the token's `exp` (every accepted token has one). */
+  expiresAt: number;
 }
 
 export class AuthenticationError extends Error {
@@ -30,15 +30,28 @@ export function bearerToken(header: string | null | undefined): string | undefin
   return match[1];
 }
 
-export async function createTokenVerifier(auth: Config['auth'], dataDir: string): Promise<TokenVerifier> {
+export interface TokenPolicy {
+  /** A token whose lifetime (exp - iat, and exp - now) is longer than this is refused. */
+  maxLifetimeS: number;
+}
+
+/** Thirty-one days: development tokens are signed for thirty. */
+const DEFAULT_POLICY: TokenPolicy = { maxLifetimeS: 31 * 24 * 3600 };
+
+export async function createTokenVerifier(
+  auth: Config['auth'],
+  dataDir: string,
+  policy: TokenPolicy = DEFAULT_POLICY,
+): Promise<TokenVerifier> {
   if (auth.mode === 'jwks') {
     const keys = createRemoteJWKSet(new URL(auth.jwksUrl));
-    return { verify: rememberVerified((token) => verifyWith(token, keys, auth)) };
+    return { verify: rememberVerified((token) => verifyWith(token, keys, auth, policy)) };
   }
   const secret =
     auth.mode === 'secret' ? new TextEncoder().encode(auth.secret) : await loadDevelopmentSecret(dataDir);
+  const claims = auth.mode === 'secret' ? auth : {};
   const verifier: TokenVerifier = {
-    verify: rememberVerified((token) => verifyWith(token, secret, auth.mode === 'secret' ? auth : {})),
+    verify: rememberVerified((token) => verifyWith(token, secret, claims, policy)),
   };
   if (auth.mode === 'development') {
     verifier.signDevelopmentToken = (userId, expiresIn = '30d') =>
@@ -80,10 +93,13 @@ async function verifyWith(
   token: string,
   key: Uint8Array | ReturnType<typeof createRemoteJWKSet>,
   claims: { issuer?: string | undefined; audience?: string | undefined },
+  policy: TokenPolicy,
 ): Promise<Viewer> {
   let payload: JWTPayload;
   try {
+    // A token without `exp` would be valid forever, and so would a socket or stream opened with it.
     const options = {
+      requiredClaims: ['exp'],
       ...(claims.issuer ? { issuer: claims.issuer } : {}),
       ...(claims.audience ? { audience: claims.audience } : {}),
     };
@@ -95,7 +111,16 @@ async function verifyWith(
     throw new AuthenticationError(`Invalid token: ${(error as Error).message}`);
   }
   if (!payload.sub) throw new AuthenticationError('Invalid token: it has no sub claim');
-  return { id: payload.sub, expiresAt: payload.exp };
+  const expiresAt = payload.exp as number;
+  // Both measures: `iat` is optional, and without it a token minted for years would pass on exp - iat alone.
+  const lifetimeS = Math.max(
+    expiresAt - Date.now() / 1000,
+    payload.iat === undefined ? 0 : expiresAt - payload.iat,
+  );
+  if (lifetimeS > policy.maxLifetimeS) {
+    throw new AuthenticationError(`Invalid token: its lifetime is over ${policy.maxLifetimeS} s`);
+  }
+  return { id: payload.sub, expiresAt };
 }
 
 /**

@@ -8,7 +8,7 @@ if (!userId) {
   process.exit(1);
 }
 const config = loadConfig();
-const verifier = await createTokenVerifier(config.auth, config.dataDir);
+const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
 if (!verifier.signDevelopmentToken) {
   console.error('npm run token works in development mode only (AUTH_JWT_SECRET or AUTH_JWKS_URL is set)');
   process.exit(1);

@@ -181,3 +181,15 @@ describe('loadConfig', () => {
     expect(error.message).not.toContain('kie-secret-value');
   });
 });
+
+describe('the production edge', () => {
+  const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
+
+  it('caps token lifetimes at a day in production and 31 days elsewhere, unless AUTH_MAX_TOKEN_LIFETIME_S says', () => {
+    expect(loadConfig(production).tokenPolicy.maxLifetimeS).toBe(86_400);
+    expect(loadConfig({}).tokenPolicy.maxLifetimeS).toBe(31 * 86_400);
+    expect(loadConfig({ ...production, AUTH_MAX_TOKEN_LIFETIME_S: '600' }).tokenPolicy.maxLifetimeS).toBe(
+      600,
+    );
+  });
+});

@@ -41,3 +41,38 @@ describe('token verification', () => {
     await expect(verify(forged)).rejects.toThrow(/signature/);
   });
 });
+
+/** seen 10: a token must say when it ends, and not too far ahead (AUTH_MAX_TOKEN_LIFETIME_S). */
+describe('token lifetime', () => {
+  const secret = new TextEncoder().encode(SECRET);
+  const now = () => Math.floor(Date.now() / 1000);
+  const policyVerifier = async (maxLifetimeS: number) =>
+    createTokenVerifier(
+      { mode: 'secret', secret: SECRET },
+      await mkdtemp(path.join(tmpdir(), 'avatar-gateway-tokens-')),
+      { maxLifetimeS },
+    );
+
+  it('refuses a token without exp', async () => {
+    const { verify } = await verifier();
+    const forever = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .sign(secret);
+    await expect(verify(forever)).rejects.toThrow(/exp/);
+  });
+
+  it('refuses a token that lasts longer than the maximum lifetime, by exp - iat or by exp - now', async () => {
+    const { verify } = await policyVerifier(3600);
+    const longFromIat = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setIssuedAt(now() - 7000)
+      .setExpirationTime(now() + 600)
+      .sign(secret);
+    await expect(verify(longFromIat)).rejects.toThrow(/lifetime/);
+    const longFromNow = await sign('alice', now() + 7200);
+    await expect(verify(longFromNow)).rejects.toThrow(/lifetime/);
+    expect((await verify(await sign('alice', now() + 3000))).id).toBe('alice');
+  });
+});
