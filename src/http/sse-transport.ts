@@ -72,6 +72,7 @@ export function createSseTransport(options: SseTransportOptions) {
     req: IncomingMessage,
     res: ServerResponse,
     iterator: AsyncIterableIterator<ExecutionResult>,
+    left: ClientLeft,
   ) {
     const cors = getCORSHeadersByRequestAndOptions(requestLike(req), {}) ?? {};
     res.writeHead(200, {
@@ -87,24 +88,20 @@ export function createSseTransport(options: SseTransportOptions) {
       return res.write(`event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`);
     };
     keepAlive.add(res);
-    let closed = false;
-    res.once('close', () => {
-      closed = true;
-      void iterator.return?.();
-    });
+    left.onGone(() => void iterator.return?.());
     try {
       for (;;) {
         const next = await iterator.next();
-        if (closed) return;
+        if (left.gone) return;
         if (next.done) break;
         if (!send(next.value)) await drained(res);
       }
     } catch (error) {
       // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
-      if (closed) return;
+      if (left.gone) return;
       send({ errors: [locatedError(error, undefined)] });
     }
-    if (!closed) res.end('event: complete\ndata:\n\n');
+    if (!left.gone) res.end('event: complete\ndata:\n\n');
   }
 
   return {
@@ -126,12 +123,19 @@ export function createSseTransport(options: SseTransportOptions) {
           res.end(JSON.stringify({ errors: [{ message: `Request body over ${MAX_BODY_BYTES} bytes` }] }));
           return;
         }
+        // Listened for before the subscription starts: a client may leave while its token is checked, and
+        // 'close' is emitted once, so a listener added later would never hear it and the stream would leak.
+        const left = clientLeft(res);
         const started = await start(req, body);
         if (!started) {
           await delegate(req, res, body);
           return;
         }
-        await stream(req, res, started);
+        if (left.gone) {
+          await started.return?.();
+          return;
+        }
+        await stream(req, res, started, left);
       } catch (error) {
         logger.error({ err: error }, 'SSE request failed');
         if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
@@ -247,6 +251,29 @@ function requestLike(req: IncomingMessage): Request {
     method: req.method,
     headers: { get: (name: string) => req.headers[name.toLowerCase()] ?? null },
   } as unknown as Request;
+}
+
+/** Whether the client has gone, known from the moment the request arrived. */
+interface ClientLeft {
+  readonly gone: boolean;
+  /** Runs `listener` once the client goes, or at once if it already has. */
+  onGone(listener: () => void): void;
+}
+
+function clientLeft(res: ServerResponse): ClientLeft {
+  let gone = false;
+  res.once('close', () => {
+    gone = true;
+  });
+  return {
+    get gone() {
+      return gone;
+    },
+    onGone(listener) {
+      if (gone) listener();
+      else res.once('close', listener);
+    },
+  };
 }
 
 function drained(res: ServerResponse): Promise<void> {

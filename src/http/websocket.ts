@@ -76,6 +76,9 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         // from now on. (Replaced, not edited: deleting a key turns an object into a costlier hash table.)
         (ctx as { connectionParams?: unknown }).connectionParams = undefined;
       }
+      // The socket may have closed while the token was checked: onClose has run already and found no
+      // viewer to release, so counting it now would hold one of the user's slots forever.
+      if (ctx.extra.socket.readyState !== ctx.extra.socket.OPEN) return false;
       const open = socketsPerUser.get(viewer.id) ?? 0;
       if (open >= options.maxSocketsPerUser) {
         ctx.extra.socket.close(CLOSE_TOO_MANY_SOCKETS, 'Too many open sockets for this user');
