@@ -7,6 +7,7 @@ import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
+import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
@@ -134,7 +135,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     // SSE on /graphql has a lean transport of its own; everything else is yoga's.
     const sse = createSseTransport({ yoga, verifier, logger });
-    server.on('request', (req, res) => (sse.handles(req) ? void sse.serve(req, res) : yoga(req, res)));
+    server.on('request', (req, res) => {
+      if (!hasRoutableTarget(req)) return refuseUnroutable(res);
+      return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
+    });
     cleanup.push(() => sse.close());
     const sockets = attachGraphQLWebSocket({
       server,

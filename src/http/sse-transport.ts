@@ -59,7 +59,8 @@ export function createSseTransport(options: SseTransportOptions) {
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
     }
-    const response = await yoga.fetch(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+    // The route is the path alone: the Host header (checked on entry, see request-target.ts) is not part of it.
+    const response = await yoga.fetch(`http://localhost${req.url ?? '/'}`, {
       method: req.method,
       headers,
       ...(body ? { body: new Uint8Array(body) } : {}),
