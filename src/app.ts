@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createTokenVerifier } from './auth/tokens.js';
 import type { Config } from './config.js';
 import { type DatabaseHandle, openDatabase } from './db/connection.js';
@@ -11,6 +11,7 @@ import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
+import { createLogger, safeLogger } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { Poller } from './poller/poller.js';
 import { TaskRepository } from './tasks/repository.js';
@@ -43,7 +44,7 @@ export interface RunningApp {
 
 /** Wires everything and starts listening; `stop` undoes it in reverse. Nothing here exits the process. */
 export async function startApp(config: Config, options: AppOptions = {}): Promise<RunningApp> {
-  const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'avatar-gateway' } });
+  const logger = options.logger ? safeLogger(options.logger) : createLogger(config.logLevel);
   const cleanup: Array<() => Promise<void> | void> = [];
   const stop = async () => {
     for (const step of cleanup.reverse()) await step();

@@ -13,6 +13,7 @@ import {
   unauthenticated,
 } from '../graphql/context.js';
 import { schema } from '../graphql/schema.js';
+import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
@@ -63,7 +64,7 @@ export function createGatewayYoga(options: YogaOptions) {
     schema,
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
-    logging: options.logger,
+    logging: yogaLogger(options.logger),
     plugins,
     // yoga's own SSE (Accept: text/event-stream on /graphql) pings every 12 s, keeping idle streams open.
     // GraphiQL's scripts come from the package, not yoga's default CDN, so it works on a machine without

@@ -2,6 +2,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
+import type { Logger } from 'pino';
 import { expect, vi } from 'vitest';
 import { type RunningApp, startApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -43,6 +44,8 @@ export interface TestGatewayOptions {
   /** A standalone simulator's URL; without it the gateway mounts its built-in simulator. */
   kieUrl?: string;
   env?: Record<string, string>;
+  /** Where the gateway logs; without it, nowhere (LOG_LEVEL silent). */
+  logger?: Logger;
 }
 
 /** A real gateway on a free port, configured through the same environment parsing as `npm start`. */
@@ -63,7 +66,7 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     ...options.env,
   });
   const database = await options.database.open();
-  const app = await startApp(config, { database });
+  const app = await startApp(config, { database, ...(options.logger ? { logger: options.logger } : {}) });
   const gql: TestGateway['gql'] = async (query, variables, user = 'alice') => {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (user !== null) headers.authorization = `Bearer ${await signToken(user)}`;
