@@ -7,6 +7,8 @@ import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
+import { DeadlineClock } from './http/deadline-clock.js';
+import { OpenStreams } from './http/open-streams.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
@@ -121,6 +123,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
 
+    // One count of open streams per user over graphql-ws and every SSE transport (MAX_SOCKETS_PER_USER).
+    const streamLimits = {
+      openStreams: new OpenStreams(config.limits.maxSocketsPerUser),
+      clock: new DeadlineClock(),
+    };
+    cleanup.push(() => streamLimits.clock.stop());
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,
@@ -133,9 +141,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       },
       simulator,
       developmentToken,
+      streamLimits,
     });
     // SSE on /graphql has a lean transport of its own; everything else is yoga's.
-    const sse = createSseTransport({ yoga, verifier, logger });
+    const sse = createSseTransport({ yoga, verifier, logger, limits: streamLimits });
     server.on('request', (req, res) => {
       if (!hasRoutableTarget(req)) return refuseUnroutable(res);
       return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
@@ -146,7 +155,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       yoga,
       verifier,
       logger,
-      maxSocketsPerUser: config.limits.maxSocketsPerUser,
+      openStreams: streamLimits.openStreams,
       maxSubscriptionsPerSocket: config.limits.maxSubscriptionsPerSocket,
     });
     cleanup.push(() => sockets.close());

@@ -13,12 +13,15 @@ import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import { createErrorMasker } from './error-masking.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
+import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
 
 export interface SseTransportOptions {
   yoga: GatewayYoga;
   verifier: TokenVerifier;
   logger: Logger;
+  /** Each stream takes one of its user's open-stream slots and ends when its token expires. */
+  limits: StreamLimits;
   /** Every open stream gets a comment this often, as yoga's SSE does (12 s), so proxies keep it open. */
   keepAliveMs?: number;
 }
@@ -128,6 +131,16 @@ export function createSseTransport(options: SseTransportOptions) {
         // 'close' is emitted once, so a listener added later would never hear it and the stream would leak.
         const left = clientLeft(res);
         const started = await start(req, body);
+        if (started === TOO_MANY_STREAMS) {
+          res.writeHead(429, { 'Content-Type': 'application/json' });
+          const error = tooManyStreams(options.limits.openStreams.maxPerUser);
+          res.end(
+            JSON.stringify({
+              errors: [{ message: error.message, extensions: { code: 'TOO_MANY_STREAMS' } }],
+            }),
+          );
+          return;
+        }
         if (!started) {
           await delegate(req, res, body);
           return;
@@ -183,9 +196,16 @@ export function createSseTransport(options: SseTransportOptions) {
       variableValues: params.variables,
       operationName: params.operationName,
     });
-    return Symbol.asyncIterator in result ? result : undefined;
+    if (!(Symbol.asyncIterator in result) || !viewer) return undefined;
+    const guarded = guardUserStream(options.limits, viewer, () => result);
+    if (guarded) return guarded;
+    await result.return?.();
+    return TOO_MANY_STREAMS;
   }
 }
+
+/** start()'s answer when the user's open-stream slots are all taken. */
+const TOO_MANY_STREAMS = Symbol('too many streams');
 
 function operationParams(req: IncomingMessage, body: Buffer | undefined): OperationParams | undefined {
   try {

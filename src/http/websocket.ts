@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import { createErrorMasker } from './error-masking.js';
+import type { OpenStreams } from './open-streams.js';
 import { SocketSweeper } from './socket-sweeper.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -17,7 +18,8 @@ export interface WebSocketOptions {
   yoga: GatewayYoga;
   verifier: TokenVerifier;
   logger: Logger;
-  maxSocketsPerUser: number;
+  /** A socket takes one of its user's open-stream slots (MAX_SOCKETS_PER_USER), shared with SSE streams. */
+  openStreams: OpenStreams;
   maxSubscriptionsPerSocket: number;
   /** Every socket is pinged this often; one that stops answering is dropped. */
   keepAliveMs?: number;
@@ -36,15 +38,12 @@ const INIT_TIMEOUT_MS = 3_000;
  */
 export function attachGraphQLWebSocket(options: WebSocketOptions) {
   const { yoga, verifier, logger } = options;
-  const socketsPerUser = new Map<string, number>();
+  const { openStreams } = options;
   const wss = new WebSocketServer({ server: options.server, path: GRAPHQL_PATH });
   const sweeper = new SocketSweeper({ keepAliveMs: options.keepAliveMs ?? 12_000 });
 
   const release = (viewer: Viewer | undefined) => {
-    if (!viewer) return;
-    const left = (socketsPerUser.get(viewer.id) ?? 1) - 1;
-    if (left <= 0) socketsPerUser.delete(viewer.id);
-    else socketsPerUser.set(viewer.id, left);
+    if (viewer) openStreams.close(viewer.id);
   };
 
   const mask = createErrorMasker(logger);
@@ -79,12 +78,10 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
       // The socket may have closed while the token was checked: onClose has run already and found no
       // viewer to release, so counting it now would hold one of the user's slots forever.
       if (ctx.extra.socket.readyState !== ctx.extra.socket.OPEN) return false;
-      const open = socketsPerUser.get(viewer.id) ?? 0;
-      if (open >= options.maxSocketsPerUser) {
+      if (!openStreams.tryOpen(viewer.id)) {
         ctx.extra.socket.close(CLOSE_TOO_MANY_SOCKETS, 'Too many open sockets for this user');
         return false;
       }
-      socketsPerUser.set(viewer.id, open + 1);
       ctx.extra.viewer = viewer;
       const { socket } = ctx.extra;
       if (viewer.expiresAt)

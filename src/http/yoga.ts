@@ -18,6 +18,7 @@ import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
+import { type StreamLimits, useStreamLimits } from './stream-limits.js';
 
 export const GRAPHQL_PATH = '/graphql';
 export const SIMULATOR_PATH_PREFIX = '/simulator';
@@ -30,6 +31,8 @@ export interface YogaOptions {
   logger: Logger;
   isReady: () => Promise<boolean>;
   simulator: KieSimulator | undefined;
+  /** Open-stream slots per user and token expiry, for the SSE streams yoga and graphql-sse serve. */
+  streamLimits: StreamLimits;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
 }
@@ -50,6 +53,7 @@ export function createGatewayYoga(options: YogaOptions) {
     ),
     // graphql-sse's own protocol (single-connection mode too) at /graphql/stream, for its client library.
     useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`),
+    useStreamLimits(options.streamLimits),
   ];
   if (simulator) {
     plugins.push(

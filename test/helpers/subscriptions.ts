@@ -239,13 +239,15 @@ export async function subscribeFetchSse<T = Record<string, unknown>>(
   auth: string | { token: string } | null,
   operation: Operation,
   method: 'POST' | 'GET' = 'POST',
+  /** `application/json, text/event-stream` reaches yoga's own SSE instead of the lean transport. */
+  accept = 'text/event-stream',
 ): Promise<FetchSseReceived<T>> {
   const token = auth === null ? undefined : typeof auth === 'string' ? await signToken(auth) : auth.token;
   const received = new Received<T>() as FetchSseReceived<T>;
   received.eventNames = [];
   const abort = new AbortController();
   received.stop = () => abort.abort();
-  const headers: Record<string, string> = { accept: 'text/event-stream' };
+  const headers: Record<string, string> = { accept };
   if (token !== undefined) headers.authorization = `Bearer ${token}`;
   let url = gateway.graphqlUrl;
   let body: string | undefined;
