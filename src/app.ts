@@ -157,6 +157,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       logger,
       openStreams: streamLimits.openStreams,
       maxSubscriptionsPerSocket: config.limits.maxSubscriptionsPerSocket,
+      limits: config.webSocket,
     });
     cleanup.push(() => sockets.close());
 

@@ -49,6 +49,10 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   MAX_SOCKETS_PER_USER: intFrom(1).default(100),
   MAX_SUBSCRIPTIONS_PER_SOCKET: intFrom(1).default(50),
+  WS_MAX_PAYLOAD_BYTES: intFrom(1024).default(64 * 1024),
+  WS_MAX_INIT_PAYLOAD_BYTES: intFrom(256).default(8 * 1024),
+  WS_MAX_FRAGMENTS: intFrom(1).default(16),
+  WS_MAX_BUFFERED_CHUNKS: intFrom(16).default(1024),
   MAX_PENDING_SUBMITS: intFrom(1).default(10_000),
 });
 
@@ -91,6 +95,19 @@ export interface Config {
   simulatorStepMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   limits: { maxSocketsPerUser: number; maxSubscriptionsPerSocket: number };
+  /** What one graphql-ws socket may make the server hold (see websocket.ts). */
+  webSocket: WebSocketLimits;
+}
+
+export interface WebSocketLimits {
+  /** Largest message, all its fragments together. */
+  maxPayloadBytes: number;
+  /** Largest first message (connection_init), which arrives before the token is known. */
+  maxInitPayloadBytes: number;
+  /** Fragments of one unfinished message. */
+  maxFragments: number;
+  /** Network chunks buffered while a frame is incomplete. */
+  maxBufferedChunks: number;
 }
 
 export class ConfigError extends Error {
@@ -171,6 +188,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     limits: {
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
+    },
+    webSocket: {
+      maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
+      maxInitPayloadBytes: Math.min(e.WS_MAX_INIT_PAYLOAD_BYTES, e.WS_MAX_PAYLOAD_BYTES),
+      maxFragments: e.WS_MAX_FRAGMENTS,
+      maxBufferedChunks: e.WS_MAX_BUFFERED_CHUNKS,
     },
   };
 }

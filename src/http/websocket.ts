@@ -4,6 +4,7 @@ import { type Context, makeServer, type OperationResult } from 'graphql-ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import type { WebSocketLimits } from '../config.js';
 import { createErrorMasker } from './error-masking.js';
 import type { OpenStreams } from './open-streams.js';
 import { SocketSweeper } from './socket-sweeper.js';
@@ -21,6 +22,7 @@ export interface WebSocketOptions {
   /** A socket takes one of its user's open-stream slots (MAX_SOCKETS_PER_USER), shared with SSE streams. */
   openStreams: OpenStreams;
   maxSubscriptionsPerSocket: number;
+  limits: WebSocketLimits;
   /** Every socket is pinged this often; one that stops answering is dropped. */
   keepAliveMs?: number;
 }
@@ -39,7 +41,15 @@ const INIT_TIMEOUT_MS = 3_000;
 export function attachGraphQLWebSocket(options: WebSocketOptions) {
   const { yoga, verifier, logger } = options;
   const { openStreams } = options;
-  const wss = new WebSocketServer({ server: options.server, path: GRAPHQL_PATH });
+  const wss = new WebSocketServer({
+    server: options.server,
+    path: GRAPHQL_PATH,
+    // ws's defaults (100 MiB messages, 16,384 fragments, 262,144 buffered chunks) let one socket pin
+    // megabytes: a fragment or a chunk costs a Buffer even when it carries one byte or none.
+    maxPayload: options.limits.maxPayloadBytes,
+    maxFragments: options.limits.maxFragments,
+    maxBufferedChunks: options.limits.maxBufferedChunks,
+  });
   const sweeper = new SocketSweeper({ keepAliveMs: options.keepAliveMs ?? 12_000 });
 
   const release = (viewer: Viewer | undefined) => {
@@ -130,6 +140,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     logger,
     sweeper,
     initTimeoutMs: INIT_TIMEOUT_MS,
+    maxInitPayloadBytes: options.limits.maxInitPayloadBytes,
   });
   wss.on('error', (error) => logger.error({ err: error }, 'websocket server error'));
 

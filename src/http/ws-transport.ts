@@ -1,7 +1,10 @@
 import { CloseCode, type WebSocket as GraphQLWsSocket, handleProtocols, type makeServer } from 'graphql-ws';
 import type { Logger } from 'pino';
-import type { WebSocket, WebSocketServer } from 'ws';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import type { SocketSweeper } from './socket-sweeper.js';
+
+/** RFC 6455's "message too big", as ws closes a message over maxPayload. */
+const CLOSE_MESSAGE_TOO_BIG = 1009;
 
 /** What graphql-ws's server hands to its hooks for each socket. */
 export interface SocketExtra {
@@ -13,6 +16,8 @@ export interface WebSocketTransportOptions {
   sweeper: SocketSweeper;
   /** A socket that has not sent connection_init by then is closed with 4408, as graphql-ws does. */
   initTimeoutMs: number;
+  /** A first message (connection_init, sent before any token is checked) larger than this closes with 1009. */
+  maxInitPayloadBytes: number;
 }
 
 /**
@@ -47,7 +52,7 @@ export function serveGraphQLOverWebSocket(
       CloseCode.ConnectionInitialisationTimeout,
       'Connection initialisation timeout',
     );
-    const closed = server.opened(new SocketChannel(socket, fail), { socket });
+    const closed = server.opened(new SocketChannel(socket, fail, options.maxInitPayloadBytes), { socket });
     socket.on('close', (code, reason) => {
       closed(code, String(reason)).catch((error: unknown) =>
         logger.error({ err: error }, 'closing a websocket failed'),
@@ -73,7 +78,11 @@ class SocketChannel implements GraphQLWsSocket {
   constructor(
     private readonly socket: WebSocket,
     private readonly fail: (socket: WebSocket, error: unknown) => void,
+    private readonly maxInitPayloadBytes: number,
   ) {}
+
+  /** The first message has arrived (in graphql-ws, only connection_init may come first). */
+  private greeted = false;
 
   get protocol(): string {
     return this.socket.protocol;
@@ -93,7 +102,19 @@ class SocketChannel implements GraphQLWsSocket {
   onMessage(handle: (data: string) => Promise<void>): void {
     // Not an async listener: it returns at once instead of staying suspended while the operation lives.
     this.socket.on('message', (data) => {
+      if (!this.greeted) {
+        this.greeted = true;
+        if (byteLength(data) > this.maxInitPayloadBytes) {
+          this.socket.close(CLOSE_MESSAGE_TOO_BIG, 'connection_init too big');
+          return;
+        }
+      }
       handle(String(data)).catch((error: unknown) => this.fail(this.socket, error));
     });
   }
+}
+
+function byteLength(data: RawData): number {
+  if (Array.isArray(data)) return data.reduce((sum, chunk) => sum + chunk.length, 0);
+  return data.byteLength;
 }
