@@ -185,6 +185,28 @@ describe('loadConfig', () => {
 describe('the production edge', () => {
   const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
 
+  it('bounds graphql-ws messages by default and reads WS_MAX_*', () => {
+    expect(loadConfig({}).webSocket).toEqual({
+      maxPayloadBytes: 65_536,
+      maxInitPayloadBytes: 8_192,
+      maxFragments: 16,
+      maxBufferedChunks: 1_024,
+    });
+    const config = loadConfig({
+      WS_MAX_PAYLOAD_BYTES: '4096',
+      WS_MAX_INIT_PAYLOAD_BYTES: '8192',
+      WS_MAX_FRAGMENTS: '4',
+      WS_MAX_BUFFERED_CHUNKS: '64',
+    });
+    // The first message is a message: it is never allowed more than any other.
+    expect(config.webSocket).toEqual({
+      maxPayloadBytes: 4096,
+      maxInitPayloadBytes: 4096,
+      maxFragments: 4,
+      maxBufferedChunks: 64,
+    });
+  });
+
   it('caps token lifetimes at a day in production and 31 days elsewhere, unless AUTH_MAX_TOKEN_LIFETIME_S says', () => {
     expect(loadConfig(production).tokenPolicy.maxLifetimeS).toBe(86_400);
     expect(loadConfig({}).tokenPolicy.maxLifetimeS).toBe(31 * 86_400);
