@@ -55,15 +55,24 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   try {
     const database =
       options.database ??
-      (await openDatabase(config.databaseUrl ? { url: config.databaseUrl } : { dataDir: config.dataDir }));
+      (await openDatabase(
+        config.databaseUrl
+          ? { url: config.databaseUrl, deadlines: config.database }
+          : { dataDir: config.dataDir, deadlines: config.database },
+      ));
     if (!options.database) cleanup.push(() => database.close());
     await database.migrate();
 
     // ioredis is loaded only with REDIS_URL, like PGlite only without DATABASE_URL.
     const bus: EventBus = config.redisUrl
       ? await (await import('./events/redis-bus.js')).RedisEventBus.start(config.redisUrl, logger)
-      : database.client
-        ? await PostgresEventBus.start(database.client, logger)
+      : database.client && database.openListener
+        ? await PostgresEventBus.start({
+            sql: database.client,
+            openListener: database.openListener,
+            logger,
+            heartbeatMs: config.database.listenHeartbeatMs,
+          })
         : new InProcessEventBus();
     cleanup.push(() => bus.close());
 
@@ -129,15 +138,33 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       clock: new DeadlineClock(),
     };
     cleanup.push(() => streamLimits.clock.stop());
+
+    const poller = new Poller({
+      service,
+      repository,
+      kie,
+      createLimiter,
+      logger,
+      intervalMs: config.poller.intervalMs,
+      minDelayMs: config.poller.minDelayMs,
+      maxDelayMs: config.poller.maxDelayMs,
+      taskTimeoutMs: config.poller.taskTimeoutMs,
+      submitGraceMs: config.poller.submitGraceMs,
+      maxQueriesPerSecond: config.kie.maxQueriesPerSecond,
+      leaseMs: submitLeaseMs * 2,
+      tickTimeoutMs: config.poller.tickTimeoutMs,
+      workTimeoutMs: config.poller.workTimeoutMs,
+    });
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,
       callbacks: { service, hmacKey: config.kie.webhookHmacKey, logger, metrics },
       metrics,
       logger,
+      // Not ready while any of the three is unwell: a ready gateway must be able to store, hear and poll.
       isReady: async () => {
         await database.ping();
-        return true;
+        return bus.healthy() && poller.healthy();
       },
       simulator,
       developmentToken,
@@ -161,20 +188,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     cleanup.push(() => sockets.close());
 
-    const poller = new Poller({
-      service,
-      repository,
-      kie,
-      createLimiter,
-      logger,
-      intervalMs: config.poller.intervalMs,
-      minDelayMs: config.poller.minDelayMs,
-      maxDelayMs: config.poller.maxDelayMs,
-      taskTimeoutMs: config.poller.taskTimeoutMs,
-      submitGraceMs: config.poller.submitGraceMs,
-      maxQueriesPerSecond: config.kie.maxQueriesPerSecond,
-      leaseMs: submitLeaseMs * 2,
-    });
     poller.start();
     cleanup.push(() => poller.stop());
 

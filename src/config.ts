@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { DatabaseDeadlines } from './db/connection.js';
 
 /**
  * The only reader of process.env. Every setting from API.md is parsed and validated here once, so the rest of
@@ -54,6 +55,13 @@ const envSchema = z.object({
   WS_MAX_FRAGMENTS: intFrom(1).default(16),
   WS_MAX_BUFFERED_CHUNKS: intFrom(16).default(1024),
   MAX_PENDING_SUBMITS: intFrom(1).default(10_000),
+  DB_CONNECT_TIMEOUT_MS: intFrom(1).default(4_000),
+  DB_STATEMENT_TIMEOUT_MS: intFrom(1).default(4_000),
+  DB_IDLE_TIMEOUT_MS: intFrom(1).default(60_000),
+  DB_KEEPALIVE_MS: intFrom(1).default(10_000),
+  DB_LISTEN_HEARTBEAT_MS: intFrom(10).default(5_000),
+  POLL_TICK_TIMEOUT_MS: intFrom(1).default(10_000),
+  POLL_WORK_TIMEOUT_MS: intFrom(1).default(60_000),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -90,6 +98,15 @@ export interface Config {
     /** How long a submit with an unknown outcome may wait for kie's callback to claim it. */
     submitGraceMs: number;
     maxPendingSubmits: number;
+    /** A tick (finding due tasks) that takes longer is abandoned and the next one scheduled. */
+    tickTimeoutMs: number;
+    /** Working one task (kie's answer and the writes) that takes longer is given up and retried later. */
+    workTimeoutMs: number;
+  };
+  /** Deadlines of every wait on the database (postgres.js and PGlite alike). */
+  database: DatabaseDeadlines & {
+    /** How often the LISTEN connection is sent a notification of its own, which it must hear before the next. */
+    listenHeartbeatMs: number;
   };
   redisUrl: string | undefined;
   simulatorStepMs: number;
@@ -181,6 +198,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       taskTimeoutMs: e.TASK_TIMEOUT_MS,
       submitGraceMs: e.SUBMIT_GRACE_MS,
       maxPendingSubmits: e.MAX_PENDING_SUBMITS,
+      tickTimeoutMs: e.POLL_TICK_TIMEOUT_MS,
+      workTimeoutMs: e.POLL_WORK_TIMEOUT_MS,
+    },
+    database: {
+      connectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+      idleTimeoutMs: e.DB_IDLE_TIMEOUT_MS,
+      keepAliveMs: e.DB_KEEPALIVE_MS,
+      listenHeartbeatMs: e.DB_LISTEN_HEARTBEAT_MS,
     },
     redisUrl: e.REDIS_URL,
     simulatorStepMs: e.SIMULATOR_STEP_MS,

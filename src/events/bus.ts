@@ -17,6 +17,8 @@ export interface EventBus {
   onSignal(listener: (signal: TaskSignal) => void): void;
   /** Signals may have been lost (the listening connection dropped): every subscriber should re-read. */
   onResync(listener: () => void): void;
+  /** Whether signals are being heard right now (for /readyz). */
+  healthy(): boolean;
   close(): Promise<void>;
 }
 
@@ -50,6 +52,10 @@ export class InProcessEventBus implements EventBus {
 
   onResync(listener: () => void): void {
     this.emitter.on('resync', listener);
+  }
+
+  healthy(): boolean {
+    return true;
   }
 
   async close(): Promise<void> {

@@ -57,6 +57,10 @@ export class RedisEventBus implements EventBus {
     this.resyncListeners.push(listener);
   }
 
+  healthy(): boolean {
+    return this.subscribeClient.status === 'ready';
+  }
+
   async close(): Promise<void> {
     this.publishClient.disconnect();
     this.subscribeClient.disconnect();

@@ -1,5 +1,9 @@
 import type { Plugin } from 'graphql-yoga';
 import type { Registry } from 'prom-client';
+import { DeadlineExceededError, withDeadline } from '../deadline.js';
+
+/** /readyz answers within a second, whatever it waits on: a probe that hangs is worse than a "no". */
+export const READINESS_DEADLINE_MS = 900;
 
 /**
  * Small non-GraphQL routes as yoga plugins (like yoga's own readiness check), so one server and one request
@@ -25,7 +29,11 @@ export function useHealthRoutes(isReady: () => Promise<boolean>): Plugin[] {
     useRoute(
       (path) => path === '/readyz',
       async () => {
-        const ready = await isReady().catch(() => false);
+        const ready = await withDeadline(
+          isReady(),
+          READINESS_DEADLINE_MS,
+          () => new DeadlineExceededError('readiness check timed out'),
+        ).catch(() => false);
         return Response.json({ status: ready ? 'ready' : 'not ready' }, { status: ready ? 200 : 503 });
       },
     ),

@@ -11,7 +11,7 @@ import {
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
-import { createErrorMasker } from './error-masking.js';
+import { createErrorMasker, unavailableError } from './error-masking.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
 import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -145,6 +145,12 @@ export function createSseTransport(options: SseTransportOptions) {
           await delegate(req, res, body);
           return;
         }
+        if ('unavailable' in started) {
+          // Answered here: yoga would run the subscription again and wait out a second database deadline.
+          res.writeHead(503, { 'Content-Type': 'application/json; charset=utf-8' });
+          res.end(JSON.stringify({ errors: [mask(started.unavailable)] }));
+          return;
+        }
         if (left.gone) {
           await started.return?.();
           return;
@@ -196,7 +202,11 @@ export function createSseTransport(options: SseTransportOptions) {
       variableValues: params.variables,
       operationName: params.operationName,
     });
-    if (!(Symbol.asyncIterator in result) || !viewer) return undefined;
+    if (!(Symbol.asyncIterator in result)) {
+      const unavailable = unavailableError(result);
+      return unavailable ? { unavailable } : undefined;
+    }
+    if (!viewer) return undefined;
     const guarded = guardUserStream(options.limits, viewer, () => result);
     if (guarded) return guarded;
     await result.return?.();

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { WebSocketLimits } from '../config.js';
-import { createErrorMasker } from './error-masking.js';
+import { createErrorMasker, unavailableError } from './error-masking.js';
 import type { OpenStreams } from './open-streams.js';
 import { SocketSweeper } from './socket-sweeper.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
@@ -65,7 +65,14 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     // Subscriptions run on graphql-js directly: envelop's subscribe wraps every stream in three iterator
     // layers for yoga's built-in hooks, about 6 KB per idle subscription, a third of its memory (npm run
     // bench -- --only memory). Those hooks mask errors; onNext and onError below do it with yoga's maskError.
-    subscribe: (args) => graphqlSubscribe(args),
+    // A subscription the database could not start ends with an `error` message, not a result and `complete`:
+    // graphql-ws sends `error` for a stream that throws, and onError below masks it as SERVICE_UNAVAILABLE.
+    subscribe: async (args) => {
+      const result = await graphqlSubscribe(args);
+      if (Symbol.asyncIterator in result) return result;
+      const unavailable = unavailableError(result);
+      return unavailable ? failedStream(unavailable.originalError ?? unavailable) : result;
+    },
     onNext: (_ctx, _id, _payload, _args, result) =>
       result.errors ? { ...result, errors: result.errors.map(mask) } : undefined,
     onError: (_ctx, _id, _payload, errors) => errors.map(mask),
@@ -153,3 +160,13 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
 }
 
 type Envelope = { execute: (args: unknown) => OperationResult };
+
+/** A stream whose first step fails with `error`. */
+function failedStream(error: Error): AsyncIterableIterator<never> {
+  const stream: AsyncIterableIterator<never> = {
+    next: () => Promise.reject(error),
+    return: async () => ({ done: true, value: undefined }),
+    [Symbol.asyncIterator]: () => stream,
+  };
+  return stream;
+}

@@ -16,6 +16,7 @@ import { schema } from '../graphql/schema.js';
 import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
+import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import { type StreamLimits, useStreamLimits } from './stream-limits.js';
@@ -69,6 +70,7 @@ export function createGatewayYoga(options: YogaOptions) {
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
     logging: yogaLogger(options.logger),
+    maskedErrors: { maskError: createGatewayMaskError(options.logger) },
     plugins,
     // yoga's own SSE (Accept: text/event-stream on /graphql) pings every 12 s, keeping idle streams open.
     // GraphiQL's scripts come from the package, not yoga's default CDN, so it works on a machine without

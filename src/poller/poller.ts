@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { AvatarTaskRow } from '../db/schema.js';
+import { DeadlineExceededError, withDeadline } from '../deadline.js';
 import { failureCodes } from '../tasks/errors.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
@@ -23,6 +24,10 @@ export interface PollerOptions {
   maxQueriesPerSecond: number;
   /** How long a claimed task stays this instance's; longer than a batch's worst wait on the query limiter. */
   leaseMs: number;
+  /** A tick that takes longer is abandoned and the next one scheduled. */
+  tickTimeoutMs: number;
+  /** A task's work that takes longer is given up (its lease expires, so it is worked again later). */
+  workTimeoutMs: number;
 }
 
 const HEALTH_WINDOW = 50;
@@ -83,6 +88,8 @@ export class Poller {
   readonly callbackHealth = new CallbackHealth();
   /** How late a check lands after it was due (the tick, kie's answer, the write), smoothed. */
   private checkLagMs = 0;
+  /** When the last tick finished without error: /readyz reports a poller that stopped ticking. */
+  private lastTickOkAt = Date.now();
 
   constructor(private readonly options: PollerOptions) {
     options.service.onSettled((task, source) => this.callbackHealth.record(task, source));
@@ -100,12 +107,29 @@ export class Poller {
     await this.settled();
   }
 
+  /** Whether ticks are completing: the last good one is no older than a few intervals and a tick's deadline. */
+  healthy(): boolean {
+    const { intervalMs, tickTimeoutMs } = this.options;
+    return this.stopped || Date.now() - this.lastTickOkAt < 3 * intervalMs + tickTimeoutMs;
+  }
+
+  /**
+   * Every tick has a deadline: one await that never returns (a dead database connection) used to stop the
+   * poller for good, as the next tick was scheduled only after it.
+   */
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.running = this.tick()
-        .then(() => {})
-        .catch((error) => this.options.logger.error({ err: error }, 'poller tick failed'))
+      const { tickTimeoutMs, logger } = this.options;
+      this.running = withDeadline(
+        this.tick(),
+        tickTimeoutMs,
+        () => new DeadlineExceededError(`poller tick took longer than ${tickTimeoutMs} ms; abandoned`),
+      )
+        .then(() => {
+          this.lastTickOkAt = Date.now();
+        })
+        .catch((error) => logger.error({ err: error }, 'poller tick failed'))
         .finally(() => this.schedule(this.options.intervalMs));
     }, delayMs);
     this.timer.unref();
@@ -123,7 +147,7 @@ export class Poller {
     if (room <= 0) return 0;
     const due = await repository.claimDue(room, leaseMs);
     for (const task of due) {
-      const work: Promise<void> = this.work(task).finally(() => this.inFlight.delete(work));
+      const work: Promise<void> = this.workWithDeadline(task).finally(() => this.inFlight.delete(work));
       this.inFlight.add(work);
     }
     return due.length;
@@ -132,6 +156,20 @@ export class Poller {
   /** Resolves when every task leased so far has been worked. */
   async settled(): Promise<void> {
     await Promise.all(this.inFlight);
+  }
+
+  /** A task whose work outruns its deadline frees its slot; its lease runs out and it is worked again. */
+  private async workWithDeadline(task: AvatarTaskRow): Promise<void> {
+    const { workTimeoutMs, logger } = this.options;
+    try {
+      await withDeadline(
+        this.work(task),
+        workTimeoutMs,
+        () => new DeadlineExceededError(`working the task took longer than ${workTimeoutMs} ms; given up`),
+      );
+    } catch (error) {
+      logger.warn({ err: error, taskId: task.id }, 'checking a task was abandoned; will retry');
+    }
   }
 
   private async work(task: AvatarTaskRow): Promise<void> {

@@ -40,7 +40,11 @@ export interface TestGateway {
 }
 
 export interface TestGatewayOptions {
-  database: TestDatabase;
+  /**
+   * The test's database; without it the gateway opens its own from `env.DATABASE_URL`, with the deadlines and
+   * pool its configuration gives (the fault tests point it at a proxy).
+   */
+  database?: TestDatabase;
   /** A standalone simulator's URL; without it the gateway mounts its built-in simulator. */
   kieUrl?: string;
   env?: Record<string, string>;
@@ -65,8 +69,11 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
     ...options.env,
   });
-  const database = await options.database.open();
-  const app = await startApp(config, { database, ...(options.logger ? { logger: options.logger } : {}) });
+  const database = await options.database?.open();
+  const app = await startApp(config, {
+    ...(database ? { database } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
   const gql: TestGateway['gql'] = async (query, variables, user = 'alice') => {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (user !== null) headers.authorization = `Bearer ${await signToken(user)}`;
@@ -85,7 +92,7 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     gql,
     stop: async () => {
       await app.stop();
-      await database.close();
+      await database?.close();
     },
   };
 }

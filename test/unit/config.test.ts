@@ -142,6 +142,37 @@ describe('loadConfig', () => {
     expect(error.message.length).toBeGreaterThan(variable.length + 25);
   });
 
+  it('gives every database and poller wait a deadline, each from its variable', () => {
+    expect(loadConfig({})).toMatchObject({
+      database: {
+        connectTimeoutMs: 4_000,
+        statementTimeoutMs: 4_000,
+        idleTimeoutMs: 60_000,
+        keepAliveMs: 10_000,
+        listenHeartbeatMs: 5_000,
+      },
+      poller: { tickTimeoutMs: 10_000, workTimeoutMs: 60_000 },
+    });
+    const config = loadConfig({
+      DB_CONNECT_TIMEOUT_MS: '1500',
+      DB_STATEMENT_TIMEOUT_MS: '2500',
+      DB_IDLE_TIMEOUT_MS: '30000',
+      DB_KEEPALIVE_MS: '5000',
+      DB_LISTEN_HEARTBEAT_MS: '1000',
+      POLL_TICK_TIMEOUT_MS: '3000',
+      POLL_WORK_TIMEOUT_MS: '9000',
+    });
+    expect(config.database).toEqual({
+      connectTimeoutMs: 1_500,
+      statementTimeoutMs: 2_500,
+      idleTimeoutMs: 30_000,
+      keepAliveMs: 5_000,
+      listenHeartbeatMs: 1_000,
+    });
+    expect(config.poller).toMatchObject({ tickTimeoutMs: 3_000, workTimeoutMs: 9_000 });
+    expect(configError({ DB_STATEMENT_TIMEOUT_MS: '0' }).message).toContain('DB_STATEMENT_TIMEOUT_MS');
+  });
+
   it('refuses a maximum poll delay below the minimum', () => {
     const error = configError({ POLL_MIN_DELAY_MS: '5000', POLL_MAX_DELAY_MS: '1000' });
     expect(error.message).toMatch(/POLL_MAX_DELAY_MS/);

@@ -1,0 +1,109 @@
+import net from 'node:net';
+
+/** Thrown into postgres.js when a connection owed an answer and went silent: its queries fail with it. */
+export class DeadConnectionError extends Error {
+  override name = 'DeadConnectionError';
+  readonly code = 'DEAD_CONNECTION';
+}
+
+export interface WatchedSocketOptions {
+  /** Longest silence while the server owes an answer before the connection is taken for dead. */
+  answerTimeoutMs: number;
+  /** TCP keep-alive's idle time, for connections that owe nothing (e.g. a peer that vanished while idle). */
+  keepAliveMs: number;
+  /** Told when a socket closed for any reason other than destroyAll(). */
+  onLost?: () => void;
+}
+
+/** What postgres.js passes to its `socket` option. */
+interface SocketTarget {
+  host: string[];
+  port: number[];
+  path?: string | false;
+}
+
+// ReadyForQuery: 'Z', length 5, then the transaction status (idle, in a transaction, failed transaction).
+const READY_FOR_QUERY_PREFIX = Buffer.from([0x5a, 0, 0, 0, 5]);
+const TRANSACTION_STATUSES = new Set([0x49, 0x54, 0x45]);
+
+/**
+ * A socket factory for postgres.js's `socket` option that finds connections that died without a word.
+ *
+ * A flow that is black-holed (no RST, no FIN) never errors: postgres.js waits on it forever, and TCP keep-alive
+ * does not help while written data is unacknowledged or, behind a proxy, acknowledged but never answered. So
+ * each socket is watched: from a write until the server's ReadyForQuery the server owes an answer, and if
+ * nothing at all arrives for `answerTimeoutMs` meanwhile, the socket is destroyed. postgres.js then fails the
+ * queries on that connection (and only those) and opens a new one for the next query.
+ *
+ * The end of an answer is recognised by a chunk ending in ReadyForQuery, which needs the plain protocol: with
+ * TLS the bytes on this socket are encrypted, so TLS connections get keep-alive only (see the README).
+ */
+export function createWatchedSocketFactory(options: WatchedSocketOptions) {
+  const sockets = new Set<net.Socket>();
+
+  const factory = (target: SocketTarget & { ssl?: unknown }): net.Socket => {
+    const socket = target.path
+      ? net.connect(target.path)
+      : net.connect(target.port[0] ?? 5432, target.host[0] ?? 'localhost');
+    socket.setKeepAlive(true, options.keepAliveMs);
+    sockets.add(socket);
+    socket.once('close', () => {
+      if (sockets.delete(socket)) options.onLost?.();
+    });
+    if (!target.ssl) watch(socket, options.answerTimeoutMs);
+    return socket;
+  };
+
+  return {
+    factory,
+    /** Destroys every socket this factory made: their queries fail and postgres.js reconnects on demand. */
+    destroyAll(reason: string): void {
+      const doomed = [...sockets];
+      sockets.clear();
+      for (const socket of doomed) socket.destroy(new DeadConnectionError(reason));
+    },
+  };
+}
+
+function watch(socket: net.Socket, answerTimeoutMs: number): void {
+  let silence: NodeJS.Timeout | undefined;
+  let owed = false;
+  const arm = () => {
+    clearTimeout(silence);
+    silence = setTimeout(() => {
+      socket.destroy(
+        new DeadConnectionError(
+          `the database sent nothing for ${answerTimeoutMs} ms while an answer was due`,
+        ),
+      );
+    }, answerTimeoutMs);
+    silence.unref();
+  };
+  const write = socket.write;
+  socket.write = function (this: net.Socket, ...args: Parameters<net.Socket['write']>) {
+    if (!owed) {
+      owed = true;
+      arm();
+    }
+    return write.apply(this, args);
+  } as net.Socket['write'];
+  socket.on('data', (chunk: Buffer) => {
+    if (!owed) return;
+    if (endsWithReadyForQuery(chunk)) {
+      owed = false;
+      clearTimeout(silence);
+    } else {
+      arm();
+    }
+  });
+  socket.once('close', () => clearTimeout(silence));
+}
+
+function endsWithReadyForQuery(chunk: Buffer): boolean {
+  const at = chunk.length - 6;
+  return (
+    at >= 0 &&
+    chunk.subarray(at, at + 5).equals(READY_FOR_QUERY_PREFIX) &&
+    TRANSACTION_STATUSES.has(chunk[at + 5] ?? 0)
+  );
+}
