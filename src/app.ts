@@ -108,12 +108,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       apiUrl: simulator ? `${localUrl}${SIMULATOR_PATH_PREFIX}` : config.kie.apiUrl,
       apiKey: config.kie.apiKey ?? 'built-in-simulator',
       timeoutMs: config.kie.requestTimeoutMs,
+      createTimeoutMs: config.kie.createTimeoutMs,
+      connectTimeoutMs: config.kie.connectTimeoutMs,
       queryLimiter,
       logger,
       metrics,
     });
+    cleanup.push(() => kie.close());
     const repository = new TaskRepository(database.db);
-    const submitLeaseMs = config.kie.requestTimeoutMs + 5_000;
+    const submitLeaseMs = config.poller.leaseMs;
     const service = new TaskService({
       repository,
       bus,
@@ -151,7 +154,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       taskTimeoutMs: config.poller.taskTimeoutMs,
       submitGraceMs: config.poller.submitGraceMs,
       maxQueriesPerSecond: config.kie.maxQueriesPerSecond,
-      leaseMs: submitLeaseMs * 2,
+      leaseMs: config.poller.leaseMs,
       tickTimeoutMs: config.poller.tickTimeoutMs,
       workTimeoutMs: config.poller.workTimeoutMs,
     });

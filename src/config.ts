@@ -40,6 +40,10 @@ const envSchema = z.object({
   TASK_TIMEOUT_MS: intFrom(1).default(1_800_000),
   SUBMIT_GRACE_MS: intFrom(1).default(600_000),
   KIE_REQUEST_TIMEOUT_MS: intFrom(1).default(30_000),
+  KIE_CREATE_TIMEOUT_MS: intFrom(1).default(90_000),
+  KIE_CONNECT_TIMEOUT_MS: intFrom(1).default(5_000),
+  TASK_LEASE_MS: intFrom(100).default(10_000),
+  SHUTDOWN_TIMEOUT_MS: intFrom(1).default(25_000),
   KIE_MAX_CREATES_PER_10S: intFrom(1).default(20),
   KIE_MAX_QUERIES_PER_S: intFrom(1).default(10),
   REDIS_URL: z
@@ -81,6 +85,10 @@ export interface Config {
     uploadUrl: string;
     webhookHmacKey: string | undefined;
     requestTimeoutMs: number;
+    /** A create's wait for kie's answer; past it the outcome is unknown. */
+    createTimeoutMs: number;
+    /** Establishing a connection to kie; past it nothing was sent. */
+    connectTimeoutMs: number;
     maxCreatesPer10s: number;
     maxQueriesPerSecond: number;
   };
@@ -98,6 +106,8 @@ export interface Config {
     /** How long a submit with an unknown outcome may wait for kie's callback to claim it. */
     submitGraceMs: number;
     maxPendingSubmits: number;
+    /** How long a task worked by an instance stays its own unless renewed (renewed while the work runs). */
+    leaseMs: number;
     /** A tick (finding due tasks) that takes longer is abandoned and the next one scheduled. */
     tickTimeoutMs: number;
     /** Working one task (kie's answer and the writes) that takes longer is given up and retried later. */
@@ -108,6 +118,8 @@ export interface Config {
     /** How often the LISTEN connection is sent a notification of its own, which it must hear before the next. */
     listenHeartbeatMs: number;
   };
+  /** On SIGTERM/SIGINT, the longest a draining shutdown may take before the process exits anyway. */
+  shutdownTimeoutMs: number;
   redisUrl: string | undefined;
   simulatorStepMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -147,6 +159,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.POLL_MAX_DELAY_MS < e.POLL_MIN_DELAY_MS) {
     throw new ConfigError('Invalid configuration: POLL_MAX_DELAY_MS must be at least POLL_MIN_DELAY_MS');
   }
+  if (e.KIE_CONNECT_TIMEOUT_MS >= e.KIE_CREATE_TIMEOUT_MS) {
+    // Else a create could time out while still connecting, and be taken for one that may have been sent.
+    throw new ConfigError(
+      'Invalid configuration: KIE_CONNECT_TIMEOUT_MS must be less than KIE_CREATE_TIMEOUT_MS',
+    );
+  }
   if (e.AUTH_JWT_SECRET && e.AUTH_JWKS_URL) {
     throw new ConfigError('Invalid configuration: set AUTH_JWT_SECRET or AUTH_JWKS_URL, not both');
   }
@@ -183,6 +201,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       uploadUrl: e.KIE_UPLOAD_URL.replace(/\/+$/, ''),
       webhookHmacKey: e.KIE_WEBHOOK_HMAC_KEY,
       requestTimeoutMs: e.KIE_REQUEST_TIMEOUT_MS,
+      createTimeoutMs: e.KIE_CREATE_TIMEOUT_MS,
+      connectTimeoutMs: e.KIE_CONNECT_TIMEOUT_MS,
       maxCreatesPer10s: e.KIE_MAX_CREATES_PER_10S,
       maxQueriesPerSecond: e.KIE_MAX_QUERIES_PER_S,
     },
@@ -198,6 +218,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       taskTimeoutMs: e.TASK_TIMEOUT_MS,
       submitGraceMs: e.SUBMIT_GRACE_MS,
       maxPendingSubmits: e.MAX_PENDING_SUBMITS,
+      leaseMs: e.TASK_LEASE_MS,
       tickTimeoutMs: e.POLL_TICK_TIMEOUT_MS,
       workTimeoutMs: e.POLL_WORK_TIMEOUT_MS,
     },
@@ -208,6 +229,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       keepAliveMs: e.DB_KEEPALIVE_MS,
       listenHeartbeatMs: e.DB_LISTEN_HEARTBEAT_MS,
     },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     redisUrl: e.REDIS_URL,
     simulatorStepMs: e.SIMULATOR_STEP_MS,
     logLevel: e.LOG_LEVEL,

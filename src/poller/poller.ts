@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { AvatarTaskRow } from '../db/schema.js';
 import { DeadlineExceededError, withDeadline } from '../deadline.js';
 import { failureCodes } from '../tasks/errors.js';
+import { whileLeased } from '../tasks/lease.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
 import { type AvatarTaskEventSource, nextPollDelayMs } from '../tasks/states.js';
@@ -22,7 +23,7 @@ export interface PollerOptions {
   /** How long a submit with an unknown outcome waits for kie's callback before it ends FAILED. */
   submitGraceMs: number;
   maxQueriesPerSecond: number;
-  /** How long a claimed task stays this instance's; longer than a batch's worst wait on the query limiter. */
+  /** How long a claimed task stays this instance's without renewal; renewed while it is worked. */
   leaseMs: number;
   /** A tick that takes longer is abandoned and the next one scheduled. */
   tickTimeoutMs: number;
@@ -84,6 +85,8 @@ export class Poller {
   private running: Promise<void> | undefined;
   /** Tasks being worked: a slow kie answer holds up only its own task, not the next tick. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Ids of the tasks being worked, whose leases are released if a stop cannot wait for them. */
+  private readonly leased = new Set<string>();
   private stopped = true;
   readonly callbackHealth = new CallbackHealth();
   /** How late a check lands after it was due (the tick, kie's answer, the write), smoothed. */
@@ -147,7 +150,13 @@ export class Poller {
     if (room <= 0) return 0;
     const due = await repository.claimDue(room, leaseMs);
     for (const task of due) {
-      const work: Promise<void> = this.workWithDeadline(task).finally(() => this.inFlight.delete(work));
+      this.leased.add(task.id);
+      const work: Promise<void> = whileLeased(repository, task.id, leaseMs, this.options.logger, () =>
+        this.workWithDeadline(task),
+      ).finally(() => {
+        this.inFlight.delete(work);
+        this.leased.delete(task.id);
+      });
       this.inFlight.add(work);
     }
     return due.length;

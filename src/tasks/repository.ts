@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, isNull, lte, notInArray, or, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNotNull, isNull, lte, notInArray, or, sql } from 'drizzle-orm';
 import type { Database } from '../db/connection.js';
 import { type AvatarTaskEventRow, type AvatarTaskRow, avatarTaskEvents, avatarTasks } from '../db/schema.js';
 import {
@@ -324,6 +324,28 @@ export class TaskRepository {
         .returning(),
     );
     return row;
+  }
+
+  /** Extends a lease still held (work that ended has cleared it, and a finished task needs none). */
+  async renewLease(id: string, leaseMs: number, now: Date = new Date()): Promise<void> {
+    await prepared(
+      this.db
+        .update(avatarTasks)
+        .set({ leaseUntil: new Date(now.getTime() + leaseMs) })
+        .where(
+          and(
+            eq(avatarTasks.id, id),
+            isNotNull(avatarTasks.leaseUntil),
+            notInArray(avatarTasks.state, terminalStates),
+          ),
+        ),
+    );
+  }
+
+  /** Gives up leases at once, so another instance can take the tasks without waiting for them to expire. */
+  async releaseLeases(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db.update(avatarTasks).set({ leaseUntil: null }).where(inArray(avatarTasks.id, ids));
   }
 
   /**

@@ -16,6 +16,7 @@ import {
   UpstreamTaskMismatchError,
   UpstreamUnavailableError,
 } from './errors.js';
+import { whileLeased } from './lease.js';
 import type { TaskPatch, TaskRepository, TransitionResult } from './repository.js';
 import {
   type AvatarTaskEventSource,
@@ -73,6 +74,7 @@ export interface TaskServiceOptions {
   /** The first poll is never later than the task's timeout, so the timeout is found on time. */
   taskTimeoutMs: number;
   submitGraceMs: number;
+  /** A claimed submit's lease, renewed while kie answers; an instance that dies loses it this soon. */
   submitLeaseMs: number;
   maxPendingSubmits: number;
 }
@@ -163,11 +165,19 @@ export class TaskService {
 
     let upstreamTaskId: string;
     try {
-      ({ taskId: upstreamTaskId } = await this.options.kie.createTask({
-        model: upstreamModels[claimed.model],
-        callBackUrl: this.callbackUrl(claimed),
-        input: { image_url: claimed.imageUrl, audio_url: claimed.audioUrl, prompt: claimed.prompt ?? '' },
-      }));
+      // Renewed while kie takes its time, so no other instance ever takes this create for abandoned.
+      ({ taskId: upstreamTaskId } = await whileLeased(
+        repository,
+        id,
+        this.options.submitLeaseMs,
+        this.options.logger,
+        () =>
+          this.options.kie.createTask({
+            model: upstreamModels[claimed.model],
+            callBackUrl: this.callbackUrl(claimed),
+            input: { image_url: claimed.imageUrl, audio_url: claimed.audioUrl, prompt: claimed.prompt ?? '' },
+          }),
+      ));
     } catch (error) {
       if (!(error instanceof KieError)) throw error;
       return this.submitFailed(claimed, source, error);

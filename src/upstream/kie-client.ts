@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { Metrics } from '../metrics.js';
 import type { UpstreamSnapshot } from '../tasks/states.js';
 import { KieError, kindForCode } from './errors.js';
@@ -16,7 +17,18 @@ export interface CreateTaskRequest {
 export interface KieClientOptions {
   apiUrl: string;
   apiKey: string;
+  /** How long a query (recordInfo, credit) may take, connection included. */
   timeoutMs: number;
+  /**
+   * How long a create may wait for kie's answer. kie can take tens of seconds to answer a create it accepts,
+   * and a create that times out has an unknown outcome (paid or not), so this is much longer than a query's.
+   */
+  createTimeoutMs?: number;
+  /**
+   * How long establishing the connection may take. Nothing has been sent until it is established, so a
+   * failure here is safe to resend even for a paid create; it is kept short, apart from the answer's wait.
+   */
+  connectTimeoutMs?: number;
   /** kie's query limit, shared by every caller in this process. */
   queryLimiter: SlidingWindowLimiter;
   logger: Logger;
@@ -24,15 +36,44 @@ export interface KieClientOptions {
   fetchImpl?: typeof fetch;
 }
 
-// Errors thrown by fetch before a byte reached kie: resending is safe even for a paid create.
-const notSentCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+// Errors thrown by fetch before a byte of the request reached kie (no connection was ever established):
+// resending is safe even for a paid create.
+const notSentCodes = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_NONAME',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const QUERY_ATTEMPTS = 3;
 
 export class KieClient {
   private readonly fetch: typeof fetch;
 
+  private readonly agent: Agent | undefined;
+
   constructor(private readonly options: KieClientOptions) {
-    this.fetch = options.fetchImpl ?? fetch;
+    if (options.fetchImpl) {
+      this.fetch = options.fetchImpl;
+    } else {
+      // undici's own fetch and Agent, for a connect timeout of its own (Node's fetch has only the 10 s default).
+      this.agent = new Agent({
+        connect: { timeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS },
+      });
+      const agent = this.agent;
+      this.fetch = ((url: string, init: RequestInit) =>
+        undiciFetch(url, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
+    }
+  }
+
+  /** Closes kept-alive connections to kie. */
+  async close(): Promise<void> {
+    await this.agent?.close();
   }
 
   /**
@@ -41,7 +82,13 @@ export class KieClient {
    * must know before it stores a task whether the task can be sent now.
    */
   async createTask(request: CreateTaskRequest): Promise<{ taskId: string }> {
-    const data = await this.call('createTask', 'POST', '/api/v1/jobs/createTask', request);
+    const data = await this.call(
+      'createTask',
+      'POST',
+      '/api/v1/jobs/createTask',
+      request,
+      this.options.createTimeoutMs ?? this.options.timeoutMs,
+    );
     const taskId = (data as { taskId?: unknown } | null)?.taskId;
     if (typeof taskId !== 'string' || taskId === '') {
       // kie said 200 but gave no id: it may well have created the task.
@@ -84,6 +131,7 @@ export class KieClient {
     method: 'GET' | 'POST',
     path: string,
     body?: unknown,
+    timeoutMs: number = this.options.timeoutMs,
   ): Promise<unknown> {
     const started = performance.now();
     let code = 0;
@@ -97,7 +145,7 @@ export class KieClient {
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           },
           body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(this.options.timeoutMs),
+          signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (error) {
         throw networkError(error);
@@ -141,13 +189,25 @@ function parseEnvelope(
   }
 }
 
-function networkError(error: unknown): KieError {
-  const cause = (error as { cause?: { code?: string } } | undefined)?.cause;
-  if (cause?.code && notSentCodes.has(cause.code)) {
-    return new KieError('retryable', 0, `kie unreachable (${cause.code})`);
+/** What a failed fetch says about whether kie may have received the request. */
+export function networkError(error: unknown): KieError {
+  const code = connectionCode(error);
+  if (code && notSentCodes.has(code)) {
+    return new KieError('retryable', 0, `kie unreachable, nothing sent (${code})`);
   }
   const reason = error instanceof Error && error.name === 'TimeoutError' ? 'timed out' : 'connection failed';
   return new KieError('unknown_outcome', 0, `kie call ${reason} before an answer`);
+}
+
+/** The system or undici error code of a failed fetch: on the error's cause, or on that cause's cause. */
+function connectionCode(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 3 && current && typeof current === 'object'; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 export function jitteredBackoffMs(attempt: number, baseMs = 200, capMs = 5000): number {

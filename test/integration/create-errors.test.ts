@@ -242,7 +242,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       gateway = await startTestGateway({
         database,
         kieUrl: kie.url,
-        env: { KIE_REQUEST_TIMEOUT_MS: '300', SUBMIT_GRACE_MS: '1000' },
+        env: { KIE_CREATE_TIMEOUT_MS: '300', KIE_CONNECT_TIMEOUT_MS: '200', SUBMIT_GRACE_MS: '1000' },
       });
     });
     afterAll(async () => {
