@@ -10,6 +10,7 @@ import { PostgresEventBus } from './events/postgres-bus.js';
 import { DeadlineClock } from './http/deadline-clock.js';
 import { OpenStreams } from './http/open-streams.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
+import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
@@ -172,6 +173,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       simulator,
       developmentToken,
       streamLimits,
+      sseReservations: new SseReservations(config.sseReservations, streamLimits.clock),
     });
     // SSE on /graphql has a lean transport of its own; everything else is yoga's.
     const sse = createSseTransport({ yoga, verifier, logger, limits: streamLimits });

@@ -54,6 +54,8 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   MAX_SOCKETS_PER_USER: intFrom(1).default(100),
   MAX_SUBSCRIPTIONS_PER_SOCKET: intFrom(1).default(50),
+  SSE_RESERVATION_TTL_MS: intFrom(100).default(10_000),
+  SSE_MAX_RESERVATIONS_PER_USER: intFrom(1).default(5),
   WS_MAX_PAYLOAD_BYTES: intFrom(1024).default(64 * 1024),
   WS_MAX_INIT_PAYLOAD_BYTES: intFrom(256).default(8 * 1024),
   WS_MAX_FRAGMENTS: intFrom(1).default(16),
@@ -124,6 +126,8 @@ export interface Config {
   simulatorStepMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   limits: { maxSocketsPerUser: number; maxSubscriptionsPerSocket: number };
+  /** graphql-sse's single connection mode: how long an unused reservation lives, how many a user holds. */
+  sseReservations: { ttlMs: number; maxPerUser: number };
   /** What one graphql-ws socket may make the server hold (see websocket.ts). */
   webSocket: WebSocketLimits;
 }
@@ -237,6 +241,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
     },
+    sseReservations: { ttlMs: e.SSE_RESERVATION_TTL_MS, maxPerUser: e.SSE_MAX_RESERVATIONS_PER_USER },
     webSocket: {
       maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
       maxInitPayloadBytes: Math.min(e.WS_MAX_INIT_PAYLOAD_BYTES, e.WS_MAX_PAYLOAD_BYTES),

@@ -1,7 +1,15 @@
 import { type ExecutionArgs, type ExecutionResult, GraphQLError, getOperationAST } from 'graphql';
-import type { Response as SseResponse } from 'graphql-sse';
+import { type Response as SseResponse, TOKEN_HEADER_KEY, TOKEN_QUERY_KEY } from 'graphql-sse';
 import { createHandler } from 'graphql-sse/lib/use/fetch';
 import type { Plugin } from 'graphql-yoga';
+import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import type { SseReservations } from './sse-reservations.js';
+
+export interface GraphQLSSEOptions {
+  verifier: TokenVerifier;
+  /** Single connection mode: the reservations this server minted, each bound to a user. */
+  reservations: SseReservations;
+}
 
 /**
  * graphql-sse's protocol, executed through yoga's envelop like the other transports. This replaces
@@ -9,21 +17,80 @@ import type { Plugin } from 'graphql-yoga';
  * with errors but no `data` key (graphql-js's shape when a subscription cannot start, e.g. NOT_FOUND) and
  * 500 when the context refuses the token; here the first arrives as one error event and the second as 401.
  */
-export function useGraphQLSSEProtocol(endpoint: string): Plugin {
+export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptions): Plugin {
+  const { verifier, reservations } = options;
   const serverContexts = new WeakMap<Request, object>();
+  /** Requests this plugin makes itself to learn whether a reservation's stream is open (see probe). */
+  const probes = new WeakMap<Request, string>();
   let handler: ((request: Request) => Promise<Response>) | undefined;
   const refuse = (status: number, errors: readonly GraphQLError[]): SseResponse => [
     JSON.stringify({ errors: errors.map((error) => error.toJSON()) }),
     {
       status,
-      statusText: status === 401 ? 'Unauthorized' : 'Bad Request',
+      statusText: STATUS_TEXT[status] ?? 'Bad Request',
       headers: { 'content-type': 'application/json; charset=utf-8' },
     },
   ];
+  const refuseWith = (status: number, message: string, code: string) =>
+    refuse(status, [new GraphQLError(message, { extensions: { code } })]);
+
+  /** The user of a request that must have one, or graphql-sse's answer refusing it. */
+  const viewerOf = async (request: Request): Promise<Viewer | SseResponse> => {
+    try {
+      const token = bearerToken(request.headers.get('authorization'));
+      if (token) return await verifier.verify(token);
+    } catch {
+      // Refused below, as a missing token is.
+    }
+    return refuseWith(401, 'Single connection mode needs Authorization: Bearer <token>', 'UNAUTHENTICATED');
+  };
+
+  /**
+   * graphql-sse's default lets the client choose the stream token and keeps a reservation forever. Here a
+   * reservation (PUT) needs a valid token, its stream token is minted by the server, and every later request
+   * on it (the listener, operations, cancels) must come from the same user; another user's reservation
+   * answers as one that does not exist.
+   */
+  const authenticate = async (request: Request): Promise<SseResponse | string | null> => {
+    const probed = probes.get(request);
+    if (probed) return probed;
+    const chosen =
+      request.headers.get(TOKEN_HEADER_KEY) ?? new URL(request.url).searchParams.get(TOKEN_QUERY_KEY);
+    // Distinct connections mode: the operation's own context authenticates it, as over plain HTTP.
+    if (request.method !== 'PUT' && !chosen) return null;
+    const viewer = await viewerOf(request);
+    if (!('id' in viewer)) return viewer;
+    if (request.method === 'PUT') {
+      if (chosen) {
+        return refuseWith(400, 'The server chooses the stream token: reserve without one', 'BAD_REQUEST');
+      }
+      return (
+        reservations.reserve(viewer.id) ??
+        refuseWith(429, 'Too many stream reservations for this user', 'TOO_MANY_RESERVATIONS')
+      );
+    }
+    if (reservations.ownerOf(chosen as string) !== viewer.id) {
+      return refuseWith(404, 'Stream not found', 'NOT_FOUND');
+    }
+    return chosen;
+  };
+
   return {
     onYogaInit({ yoga }) {
+      reservations.useProbe(async (token) => {
+        const request = new yoga.fetchAPI.Request(`http://localhost${endpoint}`, {
+          headers: { accept: 'text/event-stream', [TOKEN_HEADER_KEY]: token },
+        });
+        probes.set(request, token);
+        const response = await (handler as (request: Request) => Promise<Response>)(request);
+        if (response.status === 409) return 'open';
+        // Taking the unused stream and cancelling it is how graphql-sse disposes of a reservation.
+        await response.body?.cancel();
+        return 'gone';
+      });
       handler = createHandler(
         {
+          authenticate: (request) => authenticate(request.raw),
           onSubscribe: async (request, params) => {
             const enveloped = yoga.getEnveloped({
               ...serverContexts.get(request.raw),
@@ -75,3 +142,10 @@ export function useGraphQLSSEProtocol(endpoint: string): Plugin {
     },
   };
 }
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+};

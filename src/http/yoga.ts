@@ -19,6 +19,7 @@ import type { KieSimulator } from '../upstream/simulator.js';
 import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
+import type { SseReservations } from './sse-reservations.js';
 import { type StreamLimits, useStreamLimits } from './stream-limits.js';
 
 export const GRAPHQL_PATH = '/graphql';
@@ -32,6 +33,8 @@ export interface YogaOptions {
   logger: Logger;
   isReady: () => Promise<boolean>;
   simulator: KieSimulator | undefined;
+  /** graphql-sse's single connection mode reservations. */
+  sseReservations: SseReservations;
   /** Open-stream slots per user and token expiry, for the SSE streams yoga and graphql-sse serve. */
   streamLimits: StreamLimits;
   /** Filled into GraphiQL's headers in development mode. */
@@ -53,7 +56,7 @@ export function createGatewayYoga(options: YogaOptions) {
       (request, path) => handleKieCallback(request, path, options.callbacks),
     ),
     // graphql-sse's own protocol (single-connection mode too) at /graphql/stream, for its client library.
-    useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`),
+    useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`, { verifier, reservations: options.sseReservations }),
     useStreamLimits(options.streamLimits),
   ];
   if (simulator) {
