@@ -216,6 +216,12 @@ describe('loadConfig', () => {
 describe('the production edge', () => {
   const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
 
+  it('expires unused graphql-sse reservations after 10 s and caps them at 5 per user by default', () => {
+    expect(loadConfig({}).sseReservations).toEqual({ ttlMs: 10_000, maxPerUser: 5 });
+    const config = loadConfig({ SSE_RESERVATION_TTL_MS: '2000', SSE_MAX_RESERVATIONS_PER_USER: '1' });
+    expect(config.sseReservations).toEqual({ ttlMs: 2_000, maxPerUser: 1 });
+  });
+
   it('bounds graphql-ws messages by default and reads WS_MAX_*', () => {
     expect(loadConfig({}).webSocket).toEqual({
       maxPayloadBytes: 65_536,
