@@ -9,6 +9,7 @@ import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
 import { DeadlineClock } from './http/deadline-clock.js';
 import { OpenStreams } from './http/open-streams.js';
+import { createOperationGate } from './http/operation-gate.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
 import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
@@ -174,9 +175,21 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       developmentToken,
       streamLimits,
       sseReservations: new SseReservations(config.sseReservations, streamLimits.clock),
+      limits: config.limits,
     });
+    const gate = createOperationGate(yoga, logger);
+    const { maxRequestBodyBytes, maxUpdateBytes, maxBufferedBytes } = config.limits;
     // SSE on /graphql has a lean transport of its own; everything else is yoga's.
-    const sse = createSseTransport({ yoga, verifier, logger, limits: streamLimits });
+    const sse = createSseTransport({
+      yoga,
+      gate,
+      verifier,
+      logger,
+      limits: streamLimits,
+      maxBodyBytes: maxRequestBodyBytes,
+      maxUpdateBytes,
+      maxBufferedBytes,
+    });
     server.on('request', (req, res) => {
       if (!hasRoutableTarget(req)) return refuseUnroutable(res);
       return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
@@ -184,12 +197,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     cleanup.push(() => sse.close());
     const sockets = attachGraphQLWebSocket({
       server,
-      yoga,
+      gate,
       verifier,
       logger,
       openStreams: streamLimits.openStreams,
       maxSubscriptionsPerSocket: config.limits.maxSubscriptionsPerSocket,
       limits: config.webSocket,
+      maxUpdateBytes,
+      maxBufferedBytes,
     });
     cleanup.push(() => sockets.close());
 

@@ -68,6 +68,15 @@ const envSchema = z.object({
   DB_LISTEN_HEARTBEAT_MS: intFrom(10).default(5_000),
   POLL_TICK_TIMEOUT_MS: intFrom(1).default(10_000),
   POLL_WORK_TIMEOUT_MS: intFrom(1).default(60_000),
+  MAX_REQUEST_BODY_BYTES: intFrom(1024).default(102_400),
+  MAX_QUERY_TOKENS: intFrom(1).default(2_000),
+  MAX_QUERY_ALIASES: intFrom(0).default(30),
+  MAX_QUERY_DEPTH: intFrom(1).default(12),
+  MAX_QUERY_DIRECTIVES: intFrom(0).default(20),
+  MAX_QUERY_COST: intFrom(1).default(10_000),
+  DOCUMENT_CACHE_BYTES: intFrom(0).default(16 * 1024 * 1024),
+  MAX_UPDATE_BYTES: intFrom(1024).default(256 * 1024),
+  MAX_BUFFERED_BYTES: intFrom(1024).default(1024 * 1024),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -125,11 +134,32 @@ export interface Config {
   redisUrl: string | undefined;
   simulatorStepMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
-  limits: { maxSocketsPerUser: number; maxSubscriptionsPerSocket: number };
+  limits: {
+    maxSocketsPerUser: number;
+    maxSubscriptionsPerSocket: number;
+    /** A GraphQL request body (any transport over HTTP) larger than this is refused with 413. */
+    maxRequestBodyBytes: number;
+    /** Checked on every operation, before any cache keeps it. */
+    query: QueryLimits;
+    /** Total estimated size of the parsed documents kept for reuse. */
+    documentCacheBytes: number;
+    /** One subscription update serialised larger than this ends the stream. */
+    maxUpdateBytes: number;
+    /** A stream whose reader leaves more than this unread ends. */
+    maxBufferedBytes: number;
+  };
   /** graphql-sse's single connection mode: how long an unused reservation lives, how many a user holds. */
   sseReservations: { ttlMs: number; maxPerUser: number };
   /** What one graphql-ws socket may make the server hold (see websocket.ts). */
   webSocket: WebSocketLimits;
+}
+
+export interface QueryLimits {
+  maxTokens: number;
+  maxAliases: number;
+  maxDepth: number;
+  maxDirectives: number;
+  maxCost: number;
 }
 
 export interface WebSocketLimits {
@@ -240,6 +270,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     limits: {
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
+      maxRequestBodyBytes: e.MAX_REQUEST_BODY_BYTES,
+      query: {
+        maxTokens: e.MAX_QUERY_TOKENS,
+        maxAliases: e.MAX_QUERY_ALIASES,
+        maxDepth: e.MAX_QUERY_DEPTH,
+        maxDirectives: e.MAX_QUERY_DIRECTIVES,
+        maxCost: e.MAX_QUERY_COST,
+      },
+      documentCacheBytes: e.DOCUMENT_CACHE_BYTES,
+      maxUpdateBytes: e.MAX_UPDATE_BYTES,
+      maxBufferedBytes: e.MAX_BUFFERED_BYTES,
     },
     sseReservations: { ttlMs: e.SSE_RESERVATION_TTL_MS, maxPerUser: e.SSE_MAX_RESERVATIONS_PER_USER },
     webSocket: {

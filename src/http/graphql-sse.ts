@@ -1,18 +1,24 @@
-import { type ExecutionArgs, type ExecutionResult, GraphQLError, getOperationAST } from 'graphql';
+import { type ExecutionArgs, type ExecutionResult, GraphQLError } from 'graphql';
 import { type Response as SseResponse, TOKEN_HEADER_KEY, TOKEN_QUERY_KEY } from 'graphql-sse';
 import { createHandler } from 'graphql-sse/lib/use/fetch';
 import type { Plugin } from 'graphql-yoga';
+import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import { createOperationGate } from './operation-gate.js';
+import { bodyTooLargeResponse, readFetchBody } from './request-body.js';
 import type { SseReservations } from './sse-reservations.js';
 
 export interface GraphQLSSEOptions {
   verifier: TokenVerifier;
   /** Single connection mode: the reservations this server minted, each bound to a user. */
   reservations: SseReservations;
+  logger: Logger;
+  /** A request body over this is refused with 413, as yoga refuses one on /graphql. */
+  maxBodyBytes: number;
 }
 
 /**
- * graphql-sse's protocol, executed through yoga's envelop like the other transports. This replaces
+ * graphql-sse's protocol, admitted through the operation gate like the other transports. This replaces
  * `@graphql-yoga/plugin-graphql-sse`, whose handler answers 400 "Unable to detect operation AST" to a result
  * with errors but no `data` key (graphql-js's shape when a subscription cannot start, e.g. NOT_FOUND) and
  * 500 when the context refuses the token; here the first arrives as one error event and the second as 401.
@@ -23,6 +29,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
   /** Requests this plugin makes itself to learn whether a reservation's stream is open (see probe). */
   const probes = new WeakMap<Request, string>();
   let handler: ((request: Request) => Promise<Response>) | undefined;
+  let fetchAPI: { Request: typeof Request; Response: typeof Response } | undefined;
   const refuse = (status: number, errors: readonly GraphQLError[]): SseResponse => [
     JSON.stringify({ errors: errors.map((error) => error.toJSON()) }),
     {
@@ -77,6 +84,8 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
 
   return {
     onYogaInit({ yoga }) {
+      const gate = createOperationGate(yoga, options.logger);
+      fetchAPI = yoga.fetchAPI;
       reservations.useProbe(async (token) => {
         const request = new yoga.fetchAPI.Request(`http://localhost${endpoint}`, {
           headers: { accept: 'text/event-stream', [TOKEN_HEADER_KEY]: token },
@@ -92,22 +101,12 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
         {
           authenticate: (request) => authenticate(request.raw),
           onSubscribe: async (request, params) => {
-            const enveloped = yoga.getEnveloped({
+            const admission = gate.admit(params, {
               ...serverContexts.get(request.raw),
               request: request.raw,
-              params,
             });
-            let document: ReturnType<typeof enveloped.parse>;
-            try {
-              document = enveloped.parse(params.query);
-            } catch (error) {
-              if (error instanceof GraphQLError) return refuse(400, [error]);
-              throw error;
-            }
-            const errors = enveloped.validate(enveloped.schema, document);
-            if (errors.length > 0) return refuse(400, errors);
-            const operation = getOperationAST(document, params.operationName);
-            if (!operation) return refuse(400, [new GraphQLError('Unable to identify the operation')]);
+            if (!admission.admitted) return refuse(400, admission.errors);
+            const { envelope: enveloped, document, operation } = admission;
             let contextValue: unknown;
             try {
               contextValue = await enveloped.contextFactory();
@@ -123,7 +122,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
               variableValues: params.variables,
               operationName: params.operationName,
             };
-            const result: AsyncIterable<ExecutionResult> | ExecutionResult = await (operation.operation ===
+            const result: AsyncIterable<ExecutionResult> | ExecutionResult = await (operation ===
             'subscription'
               ? enveloped.subscribe(args)
               : enveloped.execute(args));
@@ -136,9 +135,29 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
       );
     },
     onRequest({ request, endResponse, serverContext }) {
-      if (!handler || new URL(request.url).pathname !== endpoint) return;
-      serverContexts.set(request, serverContext);
-      return handler(request).then(endResponse);
+      if (!handler || !fetchAPI || new URL(request.url).pathname !== endpoint) return;
+      const serve = handler;
+      const api = fetchAPI;
+      return (async () => {
+        // graphql-sse reads the whole body as text: read it here instead, never more than the cap.
+        let limited = request;
+        if (request.body) {
+          const body = await readFetchBody(request, options.maxBodyBytes);
+          if (body === null) {
+            const refusal = bodyTooLargeResponse();
+            endResponse(new api.Response(refusal.body, refusal));
+            return;
+          }
+          limited = new api.Request(request.url, {
+            method: request.method,
+            headers: request.headers,
+            body,
+            signal: request.signal,
+          });
+        }
+        serverContexts.set(limited, serverContext);
+        endResponse(await serve(limited));
+      })();
     },
   };
 }

@@ -1,40 +1,35 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-node/server';
-import {
-  type DocumentNode,
-  type ExecutionResult,
-  getOperationAST,
-  subscribe as graphqlSubscribe,
-  locatedError,
-  parse,
-} from 'graphql';
-import { LRUCache } from 'lru-cache';
+import { type ExecutionResult, GraphQLError, subscribe as graphqlSubscribe, locatedError } from 'graphql';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
-import { createErrorMasker, unavailableError } from './error-masking.js';
+import { unavailableError } from './error-masking.js';
+import type { OperationGate, OperationParams } from './operation-gate.js';
+import { exceedsBytes } from './output-limits.js';
+import { bodyTooLargeResponse, readNodeBody } from './request-body.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
 import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
 
 export interface SseTransportOptions {
   yoga: GatewayYoga;
+  gate: OperationGate;
   verifier: TokenVerifier;
   logger: Logger;
   /** Each stream takes one of its user's open-stream slots and ends when its token expires. */
   limits: StreamLimits;
+  /** A GraphQL request body larger than this is refused with 413, as yoga refuses it. */
+  maxBodyBytes: number;
+  /** An update serialised larger than this ends the stream with an error event. */
+  maxUpdateBytes: number;
+  /** A stream whose reader leaves more than this unread ends with an error event. */
+  maxBufferedBytes: number;
   /** Every open stream gets a comment this often, as yoga's SSE does (12 s), so proxies keep it open. */
   keepAliveMs?: number;
 }
 
-/** A GraphQL request larger than this is refused with 413. */
-const MAX_BODY_BYTES = 1024 * 1024;
-
-interface OperationParams {
-  query: string;
-  variables?: Record<string, unknown>;
-  operationName?: string;
-  extensions?: Record<string, unknown>;
-}
+/** `extensions.code` of the error that ends a stream past an output cap. */
+export const OUTPUT_LIMIT_EXCEEDED = 'OUTPUT_LIMIT_EXCEEDED';
 
 /**
  * GraphQL over SSE in yoga's "distinct connections" mode (`Accept: text/event-stream` on /graphql), served on
@@ -43,17 +38,16 @@ interface OperationParams {
  * graphql-ws subscription, and a 100 MB heap at 2,000 streams made every major collection a 100+ ms stall.
  * Here a stream is the node response, the GraphQL stream and a slot in the shared keep-alive.
  *
- * Validation and context go through yoga's envelop, as for graphql-ws; the subscription runs on graphql-js
- * with yoga's error masking (see websocket.ts). Anything else (a query or mutation, a malformed or
+ * Parsing, validation and the operation limits go through the operation gate, as for graphql-ws; the
+ * subscription runs on graphql-js with the gate's error masking (see websocket.ts). Parsed documents are
+ * shared by every stream of the same query through the gate's document cache (a document with its tokens and
+ * locations is about 5 KB, which each open stream would otherwise hold). Anything else (a query or mutation, a malformed or
  * unauthenticated request, invalid GraphQL, a subscription refused before it starts) is handed to yoga whole,
  * so its answers stay exactly yoga's.
  */
 export function createSseTransport(options: SseTransportOptions) {
-  const { yoga, verifier, logger } = options;
-  const mask = createErrorMasker(logger);
-  // Parsed subscriptions, shared by every stream of the same query: a document with its tokens and locations
-  // is about 5 KB, which each open stream would otherwise hold.
-  const documents = new LRUCache<string, DocumentNode>({ max: 1_000 });
+  const { yoga, gate, verifier, logger } = options;
+  const { mask } = gate;
   const keepAlive = new SseKeepAlive(options.keepAliveMs);
 
   /** yoga's answer to the request, for every case this transport does not stream itself. */
@@ -87,9 +81,15 @@ export function createSseTransport(options: SseTransportOptions) {
       ...cors,
     });
     res.write(':\n\n');
-    const send = (value: ExecutionResult) => {
+    const frame = (value: ExecutionResult) => {
       const shown = value.errors ? { ...value, errors: value.errors.map(mask) } : value;
-      return res.write(`event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`);
+      return `event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`;
+    };
+    const send = (value: ExecutionResult) => res.write(frame(value));
+    /** Past either output cap the stream ends with one error naming it, instead of holding the bytes. */
+    const endOverCap = (message: string) => {
+      void iterator.return?.();
+      send({ errors: [new GraphQLError(message, { extensions: { code: OUTPUT_LIMIT_EXCEEDED } })] });
     };
     keepAlive.add(res);
     left.onGone(() => void iterator.return?.());
@@ -98,7 +98,16 @@ export function createSseTransport(options: SseTransportOptions) {
         const next = await iterator.next();
         if (left.gone) return;
         if (next.done) break;
-        if (!send(next.value)) await drained(res);
+        if (res.writableLength > options.maxBufferedBytes) {
+          endOverCap('Reader too slow: over MAX_BUFFERED_BYTES unread');
+          break;
+        }
+        const text = frame(next.value);
+        if (exceedsBytes(text, options.maxUpdateBytes)) {
+          endOverCap('Update over MAX_UPDATE_BYTES');
+          break;
+        }
+        if (!res.write(text)) await drained(res);
       }
     } catch (error) {
       // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
@@ -121,10 +130,11 @@ export function createSseTransport(options: SseTransportOptions) {
 
     async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
       try {
-        const body = req.method === 'POST' ? await readBody(req) : undefined;
+        const body = req.method === 'POST' ? await readNodeBody(req, options.maxBodyBytes) : undefined;
         if (body === null) {
-          res.writeHead(413, { 'Content-Type': 'application/json' });
-          res.end(JSON.stringify({ errors: [{ message: `Request body over ${MAX_BODY_BYTES} bytes` }] }));
+          const refusal = bodyTooLargeResponse();
+          res.writeHead(refusal.status, refusal.headers);
+          res.end(refusal.body);
           return;
         }
         // Listened for before the subscription starts: a client may leave while its token is checked, and
@@ -183,18 +193,10 @@ export function createSseTransport(options: SseTransportOptions) {
     } catch {
       return undefined;
     }
-    let document = documents.get(params.query);
-    try {
-      // graphql-js's own parse and a cache of successes only: envelop's parse would cache a syntax error
-      // without the code yoga adds to it over HTTP, and yoga then answers the same query from that cache.
-      document ??= parse(params.query);
-    } catch {
-      return undefined;
-    }
-    if (getOperationAST(document, params.operationName)?.operation !== 'subscription') return undefined;
-    const { schema, validate, contextFactory } = yoga.getEnveloped({ params, viewer });
-    if (validate(schema, document).length > 0) return undefined;
-    documents.set(params.query, document);
+    const admission = gate.admit(params, { viewer });
+    if (!admission.admitted || admission.operation !== 'subscription') return undefined;
+    const { document } = admission;
+    const { schema, contextFactory } = admission.envelope;
     const result = await graphqlSubscribe({
       schema,
       document,
@@ -249,18 +251,6 @@ function operationParams(req: IncomingMessage, body: Buffer | undefined): Operat
   } catch {
     return undefined;
   }
-}
-
-/** The body, or null when it is larger than MAX_BODY_BYTES. */
-async function readBody(req: IncomingMessage): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) return null;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }
 
 /** As yoga serialises a result: without the `http` and `unexpected` extensions, which are for the server. */

@@ -1,28 +1,33 @@
 import type { Server } from 'node:http';
-import { GraphQLError, getOperationAST, subscribe as graphqlSubscribe } from 'graphql';
+import { GraphQLError, subscribe as graphqlSubscribe } from 'graphql';
 import { type Context, makeServer, type OperationResult } from 'graphql-ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { WebSocketLimits } from '../config.js';
-import { createErrorMasker, unavailableError } from './error-masking.js';
+import { unavailableError } from './error-masking.js';
 import type { OpenStreams } from './open-streams.js';
+import type { OperationGate } from './operation-gate.js';
 import { SocketSweeper } from './socket-sweeper.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
-import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
+import { GRAPHQL_PATH } from './yoga.js';
 
 export const CLOSE_FORBIDDEN = 4403;
 export const CLOSE_TOO_MANY_SOCKETS = 4429;
 
 export interface WebSocketOptions {
   server: Server;
-  yoga: GatewayYoga;
+  gate: OperationGate;
   verifier: TokenVerifier;
   logger: Logger;
   /** A socket takes one of its user's open-stream slots (MAX_SOCKETS_PER_USER), shared with SSE streams. */
   openStreams: OpenStreams;
   maxSubscriptionsPerSocket: number;
   limits: WebSocketLimits;
+  /** One message serialised larger than this closes the socket with 4413. */
+  maxUpdateBytes: number;
+  /** A socket whose reader leaves more than this unread is closed with 4420. */
+  maxBufferedBytes: number;
   /** Every socket is pinged this often; one that stops answering is dropped. */
   keepAliveMs?: number;
 }
@@ -33,13 +38,13 @@ type Extra = SocketExtra & { viewer?: Viewer };
 const INIT_TIMEOUT_MS = 3_000;
 
 /**
- * graphql-ws on the same server and path as yoga. Parsing, validation and context go through yoga's
- * envelop, so both transports share caches, plugins, context and auth; queries and mutations execute
+ * graphql-ws on the same server and path as yoga. Parsing, validation and context go through the operation
+ * gate (yoga's envelope), so every transport shares caches, limits, plugins, context and auth; queries and mutations execute
  * through it too, subscriptions on graphql-js with yoga's error masking (see `subscribe`). The token is
  * checked once at connection_init; the socket closes when the token expires.
  */
 export function attachGraphQLWebSocket(options: WebSocketOptions) {
-  const { yoga, verifier, logger } = options;
+  const { gate, verifier, logger } = options;
   const { openStreams } = options;
   const wss = new WebSocketServer({
     server: options.server,
@@ -56,7 +61,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     if (viewer) openStreams.close(viewer.id);
   };
 
-  const mask = createErrorMasker(logger);
+  const { mask } = gate;
 
   const server = makeServer<Record<string, unknown>, Extra>({
     // The transport enforces it with the sweeper's shared timer instead of a timer per socket.
@@ -119,19 +124,10 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         ];
       }
       // Only what the context needs: it lives as long as the subscription does.
-      const { schema, execute, contextFactory, parse, validate } = yoga.getEnveloped({
-        params,
-        viewer: ctx.extra.viewer,
-      });
-      let document: ReturnType<typeof parse>;
-      try {
-        document = parse(params.query);
-      } catch (error) {
-        return [error instanceof GraphQLError ? error : new GraphQLError('Syntax error')];
-      }
-      const errors = validate(schema, document);
-      if (errors.length > 0) return errors;
-      const operation = getOperationAST(document, params.operationName)?.operation;
+      const admission = gate.admit(params, { viewer: ctx.extra.viewer });
+      if (!admission.admitted) return [...admission.errors];
+      const { document, operation } = admission;
+      const { schema, execute, contextFactory } = admission.envelope;
       return {
         schema,
         operationName: params.operationName,
@@ -148,6 +144,8 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     sweeper,
     initTimeoutMs: INIT_TIMEOUT_MS,
     maxInitPayloadBytes: options.limits.maxInitPayloadBytes,
+    maxMessageBytes: options.maxUpdateBytes,
+    maxBufferedBytes: options.maxBufferedBytes,
   });
   wss.on('error', (error) => logger.error({ err: error }, 'websocket server error'));
 

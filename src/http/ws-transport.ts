@@ -1,10 +1,15 @@
 import { CloseCode, type WebSocket as GraphQLWsSocket, handleProtocols, type makeServer } from 'graphql-ws';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import { exceedsBytes } from './output-limits.js';
 import type { SocketSweeper } from './socket-sweeper.js';
 
 /** RFC 6455's "message too big", as ws closes a message over maxPayload. */
 const CLOSE_MESSAGE_TOO_BIG = 1009;
+/** A message (one subscription update, say) over MAX_UPDATE_BYTES. */
+export const CLOSE_MESSAGE_TOO_LARGE = 4413;
+/** The reader left more than MAX_BUFFERED_BYTES unread. */
+export const CLOSE_READER_TOO_SLOW = 4420;
 
 /** What graphql-ws's server hands to its hooks for each socket. */
 export interface SocketExtra {
@@ -18,6 +23,10 @@ export interface WebSocketTransportOptions {
   initTimeoutMs: number;
   /** A first message (connection_init, sent before any token is checked) larger than this closes with 1009. */
   maxInitPayloadBytes: number;
+  /** A message to the client larger than this closes the socket with 4413. */
+  maxMessageBytes: number;
+  /** A socket whose reader leaves more than this unread is closed with 4420. */
+  maxBufferedBytes: number;
 }
 
 /**
@@ -52,7 +61,7 @@ export function serveGraphQLOverWebSocket(
       CloseCode.ConnectionInitialisationTimeout,
       'Connection initialisation timeout',
     );
-    const closed = server.opened(new SocketChannel(socket, fail, options.maxInitPayloadBytes), { socket });
+    const closed = server.opened(new SocketChannel(socket, fail, options), { socket });
     socket.on('close', (code, reason) => {
       closed(code, String(reason)).catch((error: unknown) =>
         logger.error({ err: error }, 'closing a websocket failed'),
@@ -78,7 +87,10 @@ class SocketChannel implements GraphQLWsSocket {
   constructor(
     private readonly socket: WebSocket,
     private readonly fail: (socket: WebSocket, error: unknown) => void,
-    private readonly maxInitPayloadBytes: number,
+    private readonly limits: Pick<
+      WebSocketTransportOptions,
+      'maxInitPayloadBytes' | 'maxMessageBytes' | 'maxBufferedBytes'
+    >,
   ) {}
 
   /** The first message has arrived (in graphql-ws, only connection_init may come first). */
@@ -91,6 +103,16 @@ class SocketChannel implements GraphQLWsSocket {
   send(data: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (this.socket.readyState !== this.socket.OPEN) return resolve();
+      // Checked before the message joins the socket's buffer: past either cap the socket ends, instead of
+      // holding an amplified answer or a backlog for a reader that does not read.
+      if (exceedsBytes(data, this.limits.maxMessageBytes)) {
+        this.socket.close(CLOSE_MESSAGE_TOO_LARGE, 'Message over MAX_UPDATE_BYTES');
+        return resolve();
+      }
+      if (this.socket.bufferedAmount > this.limits.maxBufferedBytes) {
+        this.socket.close(CLOSE_READER_TOO_SLOW, 'Reader too slow: over MAX_BUFFERED_BYTES unread');
+        return resolve();
+      }
       this.socket.send(data, (error) => (error ? reject(error) : resolve()));
     });
   }
@@ -104,7 +126,7 @@ class SocketChannel implements GraphQLWsSocket {
     this.socket.on('message', (data) => {
       if (!this.greeted) {
         this.greeted = true;
-        if (byteLength(data) > this.maxInitPayloadBytes) {
+        if (byteLength(data) > this.limits.maxInitPayloadBytes) {
           this.socket.close(CLOSE_MESSAGE_TOO_BIG, 'connection_init too big');
           return;
         }

@@ -6,6 +6,7 @@ import {
   handleKieCallback,
   type KieCallbackOptions,
 } from '../callbacks/kie-callback.js';
+import type { Config } from '../config.js';
 import {
   createContext,
   type GatewayServices,
@@ -16,8 +17,10 @@ import { schema } from '../graphql/schema.js';
 import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
+import { useValidatedDocumentCache } from './document-cache.js';
 import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
+import { useOperationLimits } from './operation-limits.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import type { SseReservations } from './sse-reservations.js';
 import { type StreamLimits, useStreamLimits } from './stream-limits.js';
@@ -39,6 +42,7 @@ export interface YogaOptions {
   streamLimits: StreamLimits;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
+  limits: Pick<Config['limits'], 'maxRequestBodyBytes' | 'query' | 'documentCacheBytes'>;
 }
 
 /** What graphql-ws hands to yoga: the socket was authenticated once, at connection_init. */
@@ -56,8 +60,14 @@ export function createGatewayYoga(options: YogaOptions) {
       (request, path) => handleKieCallback(request, path, options.callbacks),
     ),
     // graphql-sse's own protocol (single-connection mode too) at /graphql/stream, for its client library.
-    useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`, { verifier, reservations: options.sseReservations }),
+    useGraphQLSSEProtocol(`${GRAPHQL_PATH}/stream`, {
+      verifier,
+      reservations: options.sseReservations,
+      logger: options.logger,
+      maxBodyBytes: options.limits.maxRequestBodyBytes,
+    }),
     useStreamLimits(options.streamLimits),
+    ...useOperationLimits(options.limits.query),
   ];
   if (simulator) {
     plugins.push(
@@ -68,8 +78,15 @@ export function createGatewayYoga(options: YogaOptions) {
     );
   }
 
+  // Last, after every plugin that adds validation rules (see document-cache.ts).
+  plugins.push(useValidatedDocumentCache(options.limits.documentCacheBytes));
+
   return createYoga<SocketContext, GraphQLContext>({
     schema,
+    // Replaced by useValidatedDocumentCache: yoga's keeps what failed, and by count, not size.
+    parserAndValidationCache: false,
+    // Read as it arrives, chunked bodies too, and refused with 413 past the cap.
+    maxRequestBodySize: options.limits.maxRequestBodyBytes,
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
     logging: yogaLogger(options.logger),

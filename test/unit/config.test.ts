@@ -37,7 +37,15 @@ describe('loadConfig', () => {
       redisUrl: undefined,
       simulatorStepMs: 3000,
       logLevel: 'info',
-      limits: { maxSocketsPerUser: 100, maxSubscriptionsPerSocket: 50 },
+      limits: {
+        maxSocketsPerUser: 100,
+        maxSubscriptionsPerSocket: 50,
+        maxRequestBodyBytes: 102_400,
+        query: { maxTokens: 2000, maxAliases: 30, maxDepth: 12, maxDirectives: 20, maxCost: 10_000 },
+        documentCacheBytes: 16 * 1024 * 1024,
+        maxUpdateBytes: 256 * 1024,
+        maxBufferedBytes: 1024 * 1024,
+      },
     });
   });
 

@@ -130,7 +130,7 @@ const Viewer = builder.objectRef<{ id: string }>('Viewer').implement({
 });
 
 export const MAX_PAGE_SIZE = 100;
-const DEFAULT_PAGE_SIZE = 20;
+export const DEFAULT_PAGE_SIZE = 20;
 
 /** A global id of an AvatarTask → its local id; anything else → undefined (behaves as "no such task"). */
 export function taskIdFromGlobalId(globalId: string): string | undefined {
