@@ -19,8 +19,23 @@ type ArmorCallbacks = Pick<
 /** A task's history is a handful of states; the cost limit assumes this many events. */
 const ASSUMED_LIST_SIZE = 10;
 
+/**
+ * A refusal is 400 over HTTP for every client. With `spec` true, which the GraphQL over HTTP spec allows for
+ * an ordinary invalid document, yoga answers an `application/json` client 200; and yoga sets `spec ||= true`
+ * on every parse error, so here it cannot be set.
+ */
+class RefusalStatus {
+  readonly status = 400;
+  get spec(): boolean {
+    return false;
+  }
+  set spec(_ignored: boolean) {}
+}
+
 const refusal = (limit: string) => (message: string) =>
-  new GraphQLError(message, { extensions: { code: QUERY_LIMIT_EXCEEDED, limit } });
+  new GraphQLError(message, {
+    extensions: { code: QUERY_LIMIT_EXCEEDED, limit, http: new RefusalStatus() },
+  });
 
 /**
  * The limits every operation meets before it is executed or cached, as envelop plugins, so that every
@@ -45,7 +60,7 @@ export function useOperationLimits(limits: QueryLimits): Plugin[] {
           try {
             return parse(source, { ...options, maxTokens: limits.maxTokens });
           } catch (error) {
-            if (error instanceof GraphQLError && /more than \d+ tokens/.test(error.message)) {
+            if (error instanceof GraphQLError && /contains more th\w+ \d+ tokens/.test(error.message)) {
               throw tooManyTokens(`Token limit of ${limits.maxTokens} exceeded.`);
             }
             throw error;
