@@ -104,7 +104,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         });
     if (simulator) cleanup.push(() => simulator.close());
 
-    const createLimiter = new SlidingWindowLimiter(config.kie.maxCreatesPer10s, 10_000);
     const queryLimiter = new SlidingWindowLimiter(config.kie.maxQueriesPerSecond, 1_000);
     const kie = new KieClient({
       apiUrl: simulator ? `${localUrl}${SIMULATOR_PATH_PREFIX}` : config.kie.apiUrl,
@@ -123,7 +122,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       repository,
       bus,
       kie,
-      createLimiter,
+      createWindow: { maxCreates: config.kie.maxCreatesPer10s, windowMs: 10_000 },
+      quota: {
+        maxActiveTasks: config.quotas.maxActiveTasksPerUser,
+        maxCreatesPerHour: config.quotas.maxCreatesPerUserPerHour,
+      },
       logger,
       metrics,
       publicUrl: () => publicUrl,
@@ -148,7 +151,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       service,
       repository,
       kie,
-      createLimiter,
       logger,
       intervalMs: config.poller.intervalMs,
       minDelayMs: config.poller.minDelayMs,

@@ -77,6 +77,8 @@ const envSchema = z.object({
   DOCUMENT_CACHE_BYTES: intFrom(0).default(16 * 1024 * 1024),
   MAX_UPDATE_BYTES: intFrom(1024).default(256 * 1024),
   MAX_BUFFERED_BYTES: intFrom(1024).default(1024 * 1024),
+  MAX_ACTIVE_TASKS_PER_USER: intFrom(1).default(20),
+  MAX_CREATES_PER_USER_PER_HOUR: intFrom(1).default(200),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -152,6 +154,8 @@ export interface Config {
   sseReservations: { ttlMs: number; maxPerUser: number };
   /** What one graphql-ws socket may make the server hold (see websocket.ts). */
   webSocket: WebSocketLimits;
+  /** What one user may have; past either cap createAvatarTask answers QUOTA_EXCEEDED. */
+  quotas: { maxActiveTasksPerUser: number; maxCreatesPerUserPerHour: number };
 }
 
 export interface QueryLimits {
@@ -288,6 +292,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxInitPayloadBytes: Math.min(e.WS_MAX_INIT_PAYLOAD_BYTES, e.WS_MAX_PAYLOAD_BYTES),
       maxFragments: e.WS_MAX_FRAGMENTS,
       maxBufferedChunks: e.WS_MAX_BUFFERED_CHUNKS,
+    },
+    quotas: {
+      maxActiveTasksPerUser: e.MAX_ACTIVE_TASKS_PER_USER,
+      maxCreatesPerUserPerHour: e.MAX_CREATES_PER_USER_PER_HOUR,
     },
   };
 }

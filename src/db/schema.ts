@@ -54,7 +54,42 @@ export const avatarTasks = pgTable(
       .on(t.userId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
     uniqueIndex('avatar_tasks_upstream_task_id_idx').on(t.upstreamTaskId),
+    // The per-user cap on unfinished tasks counts these.
+    index('avatar_tasks_user_active_idx').on(t.userId).where(sql`${t.state} not in ('SUCCEEDED', 'FAILED')`),
+    // The fair queue: tasks still to send to kie, each user's in creation order.
+    index('avatar_tasks_submit_queue_idx')
+      .on(t.userId, t.createdAt, t.id)
+      .where(sql`${t.state} = 'PENDING' and ${t.submitStatus} = 'queued'`),
   ],
+);
+
+/**
+ * The creates sent to kie in its last window, shared by every instance on the database: kie's limit is per
+ * account, so one window for all of them is what keeps kie from refusing (or counting against) any.
+ */
+export const kieCreateSlots = pgTable(
+  'kie_create_slots',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** Whose task took the slot: the fair queue serves first whoever had the fewest slots lately. */
+    userId: text('user_id').notNull(),
+    takenAt: at('taken_at').notNull(),
+  },
+  (t) => [index('kie_create_slots_taken_at_idx').on(t.takenAt)],
+);
+
+/**
+ * Callback signatures already accepted, kept until their timestamp leaves the accepted window: kie's
+ * signature covers the task id and the timestamp, not the body, so a second use of one is a replay.
+ */
+export const seenCallbackSignatures = pgTable(
+  'seen_callback_signatures',
+  {
+    /** sha256 of the signature header, so the table holds nothing a sender could reuse. */
+    signatureHash: text('signature_hash').primaryKey(),
+    expiresAt: at('expires_at').notNull(),
+  },
+  (t) => [index('seen_callback_signatures_expires_at_idx').on(t.expiresAt)],
 );
 
 export const avatarTaskEvents = pgTable(

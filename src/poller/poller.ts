@@ -8,13 +8,11 @@ import type { TaskService } from '../tasks/service.js';
 import { type AvatarTaskEventSource, nextPollDelayMs } from '../tasks/states.js';
 import { KieError } from '../upstream/errors.js';
 import type { KieClient } from '../upstream/kie-client.js';
-import type { SlidingWindowLimiter } from '../upstream/rate-limiter.js';
 
 export interface PollerOptions {
   service: TaskService;
   repository: TaskRepository;
   kie: KieClient;
-  createLimiter: SlidingWindowLimiter;
   logger: Logger;
   intervalMs: number;
   minDelayMs: number;
@@ -85,6 +83,8 @@ export class Poller {
   private running: Promise<void> | undefined;
   /** Tasks being worked: a slow kie answer holds up only its own task, not the next tick. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Creates taken from the fair queue and being sent; they spend create slots, not the query budget. */
+  private readonly submitting = new Set<Promise<void>>();
   /** Ids of the tasks being worked, whose leases are released if a stop cannot wait for them. */
   private readonly leased = new Set<string>();
   private stopped = true;
@@ -146,9 +146,21 @@ export class Poller {
   async tick(): Promise<number> {
     const { repository, intervalMs, maxQueriesPerSecond, leaseMs } = this.options;
     const batch = Math.max(1, Math.ceil((maxQueriesPerSecond * intervalMs) / 1000));
+    // Queued submits go to kie in fair turns as kie's window frees, whichever instance finds the slot.
+    const sends = await this.options.service.submitQueued('POLLER').catch((error) => {
+      this.options.logger.error({ err: error }, 'taking queued submits failed');
+      return [];
+    });
+    for (const send of sends) {
+      const work: Promise<void> = send
+        .then(() => {})
+        .catch((error) => this.options.logger.error({ err: error }, 'submitting a queued task failed'))
+        .finally(() => this.submitting.delete(work));
+      this.submitting.add(work);
+    }
     const room = batch - this.inFlight.size;
     if (room <= 0) return 0;
-    const due = await repository.claimDue(room, leaseMs);
+    const due = await repository.claimDue(room, leaseMs, new Date(), this.options.taskTimeoutMs);
     for (const task of due) {
       this.leased.add(task.id);
       const work: Promise<void> = whileLeased(repository, task.id, leaseMs, this.options.logger, () =>
@@ -164,7 +176,7 @@ export class Poller {
 
   /** Resolves when every task leased so far has been worked. */
   async settled(): Promise<void> {
-    await Promise.all(this.inFlight);
+    await Promise.all([...this.inFlight, ...this.submitting]);
   }
 
   /** A task whose work outruns its deadline frees its slot; its lease runs out and it is worked again. */
@@ -221,15 +233,10 @@ export class Poller {
   private async workUnsubmitted(task: AvatarTaskRow, now: number): Promise<void> {
     const { service, repository } = this.options;
     switch (task.submitStatus) {
-      case 'queued': {
-        const waitMs = this.options.createLimiter.tryTake();
-        if (waitMs > 0) {
-          await repository.patch(task.id, { leaseUntil: null, nextCheckAt: new Date(now + waitMs) });
-          return;
-        }
-        await service.submit(task.id, 'POLLER');
+      case 'queued':
+        // The fair queue sends it (submitQueued); a lease taken here must not hold it back.
+        await repository.patch(task.id, { leaseUntil: null });
         return;
-      }
       case 'in_flight':
         // The instance that sent it died before it heard back: kie may have the task, so never resend.
         await repository.patch(task.id, {

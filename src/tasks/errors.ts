@@ -44,6 +44,33 @@ export class RateLimitedError extends TaskError {
   }
 }
 
+export type QuotaName = 'ACTIVE_TASKS' | 'CREATES_PER_HOUR';
+
+/** For a full cap on unfinished tasks, when to look again: it frees when one of them ends, not at a set time. */
+export const ACTIVE_TASKS_RETRY_SECONDS = 30;
+
+export class QuotaExceededError extends TaskError {
+  override name = 'QuotaExceededError';
+  readonly code = 'QUOTA_EXCEEDED';
+  readonly retryAfterSeconds: number;
+  constructor(
+    readonly quota: QuotaName,
+    readonly limit: number,
+    /** When the hourly cap frees a create; unknown for unfinished tasks. */
+    readonly resetsAt: Date | undefined,
+    now: Date = new Date(),
+  ) {
+    super(
+      quota === 'ACTIVE_TASKS'
+        ? `You have ${limit} unfinished tasks, the most allowed at once; create more when one ends`
+        : `You have created ${limit} tasks in the last hour, the most allowed; more can be created at ${resetsAt?.toISOString()}`,
+    );
+    this.retryAfterSeconds = resetsAt
+      ? Math.max(1, Math.ceil((resetsAt.getTime() - now.getTime()) / 1000))
+      : ACTIVE_TASKS_RETRY_SECONDS;
+  }
+}
+
 export class UpstreamUnavailableError extends TaskError {
   override name = 'UpstreamUnavailableError';
   readonly code = 'UPSTREAM_UNAVAILABLE';

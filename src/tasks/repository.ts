@@ -1,6 +1,13 @@
-import { and, asc, eq, gt, inArray, isNotNull, isNull, lte, notInArray, or, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNotNull, isNull, lte, ne, notInArray, or, sql } from 'drizzle-orm';
 import type { Database } from '../db/connection.js';
-import { type AvatarTaskEventRow, type AvatarTaskRow, avatarTaskEvents, avatarTasks } from '../db/schema.js';
+import {
+  type AvatarTaskEventRow,
+  type AvatarTaskRow,
+  avatarTaskEvents,
+  avatarTasks,
+  kieCreateSlots,
+} from '../db/schema.js';
+import type { QuotaName } from './errors.js';
 import {
   type AvatarTaskEventSource,
   type AvatarTaskState,
@@ -44,12 +51,47 @@ export interface TaskPage {
   hasNextPage: boolean;
 }
 
+/** What a user may have: unfinished tasks at once, and tasks created in any hour. */
+export interface UserQuota {
+  maxActiveTasks: number;
+  maxCreatesPerHour: number;
+}
+
+export type QuotaInsertOutcome =
+  | { kind: 'inserted'; task: AvatarTaskRow }
+  /** The user's idempotency key already names a task; nothing was inserted or counted. */
+  | { kind: 'existing'; task: AvatarTaskRow }
+  /** A cap is full; `resetsAt` is when the hourly one frees a create (unknown for unfinished tasks). */
+  | { kind: 'quota'; quota: QuotaName; limit: number; resetsAt: Date | undefined };
+
+/** kie's account limit on creates: at most `maxCreates` sent in any `windowMs`, by all instances together. */
+export interface CreateWindow {
+  maxCreates: number;
+  windowMs: number;
+  /** How long a submit claimed from the queue is this instance's to send. */
+  leaseMs: number;
+}
+
 export interface TaskCursor {
   createdAt: Date;
   id: string;
 }
 
 const terminalStates: AvatarTaskState[] = ['SUCCEEDED', 'FAILED'];
+const HOUR_MS = 3_600_000;
+
+// Advisory lock keys. Quotas lock one user (class + hash of the id); the create window is one lock for all.
+const QUOTA_LOCK_CLASS = 4_201_338;
+const CREATE_WINDOW_LOCK_CLASS = 4_201_339;
+/**
+ * A slot is taken just before its request leaves, and requests reach kie after varying delays; counting each
+ * slot this much longer than kie's window keeps kie's own count, taken at arrival, within the limit.
+ */
+const SEND_SPREAD_MS = 500;
+/** How long who was served is remembered, so a user just served does not win the next tie. */
+const FAIRNESS_MEMORY_MS = 600_000;
+/** Both quota and queue transactions are short; one that waits longer than this gives up. */
+const QUEUE_STATEMENT_TIMEOUT_MS = 5_000;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const isTaskId = (id: string) => uuidPattern.test(id);
@@ -103,33 +145,42 @@ export class TaskRepository {
    * insert does nothing and returns null, so the caller reads the existing task.
    */
   async insert(task: NewTask, now: Date): Promise<AvatarTaskRow | null> {
+    return this.db.transaction((tx) => insertTask(tx, task, now));
+  }
+
+  /**
+   * Stores a new PENDING task unless the user's caps are full, as one transaction that holds the user's
+   * advisory lock: two instances creating for one user at once count each other's tasks, so the caps hold
+   * across instances. An idempotency key already used returns that task and counts nothing.
+   */
+  async insertWithinQuota(task: NewTask, now: Date, quota: UserQuota): Promise<QuotaInsertOutcome> {
+    // A user at full speed is refused without waiting for the lock: counts only the lock's holder can raise
+    // are already at the cap. The count under the lock decides the rest.
+    const fullAlready = await quotaFull(this.db, task.userId, now, quota);
+    if (fullAlready) return fullAlready;
     return this.db.transaction(async (tx) => {
-      const [row] = await prepared(
-        tx
-          .insert(avatarTasks)
-          .values({
-            ...task,
-            state: 'PENDING',
-            version: 1,
-            submitStatus: 'queued',
-            createdAt: now,
-            updatedAt: now,
-          })
-          .onConflictDoNothing()
-          .returning(),
-      );
-      if (!row) return null;
-      await prepared(
-        tx.insert(avatarTaskEvents).values({
-          taskId: row.id,
-          version: 1,
-          state: 'PENDING',
-          source: 'MUTATION',
-          at: now,
-          message: null,
-        }),
-      );
-      return row;
+      await tx.execute(sql.raw(`set local statement_timeout = ${QUEUE_STATEMENT_TIMEOUT_MS}`));
+      await tx.execute(sql`select pg_advisory_xact_lock(${QUOTA_LOCK_CLASS}, hashtext(${task.userId}))`);
+      const byKey = async () => {
+        if (!task.idempotencyKey) return undefined;
+        const [row] = await tx
+          .select()
+          .from(avatarTasks)
+          .where(
+            and(eq(avatarTasks.userId, task.userId), eq(avatarTasks.idempotencyKey, task.idempotencyKey)),
+          );
+        return row;
+      };
+      const existing = await byKey();
+      if (existing) return { kind: 'existing', task: existing };
+
+      const full = await quotaFull(tx, task.userId, now, quota);
+      if (full) return full;
+      const row = await insertTask(tx, task, now);
+      if (row) return { kind: 'inserted', task: row };
+      const raced = await byKey();
+      if (!raced) throw new Error('idempotent insert conflicted but no task holds the key');
+      return { kind: 'existing', task: raced };
     });
   }
 
@@ -300,32 +351,6 @@ export class TaskRepository {
   }
 
   /**
-   * Takes the one right to send this task to kie: only a PENDING task still `queued` can be claimed, and
-   * the claim is a single conditional UPDATE, so two instances (or a mutation and the poller) never both win.
-   */
-  async claimSubmit(id: string, leaseMs: number, now: Date = new Date()): Promise<AvatarTaskRow | undefined> {
-    const leaseUntil = new Date(now.getTime() + leaseMs);
-    const [row] = await prepared(
-      this.db
-        .update(avatarTasks)
-        .set({
-          submitStatus: 'in_flight',
-          submitAttempts: sql`${avatarTasks.submitAttempts} + 1`,
-          leaseUntil,
-          nextCheckAt: leaseUntil,
-        })
-        .where(
-          and(
-            eq(avatarTasks.id, id),
-            eq(avatarTasks.state, 'PENDING'),
-            eq(avatarTasks.submitStatus, 'queued'),
-          ),
-        )
-        .returning(),
-    );
-    return row;
-  }
-
   /** Extends a lease still held (work that ended has cleared it, and a finished task needs none). */
   async renewLease(id: string, leaseMs: number, now: Date = new Date()): Promise<void> {
     await prepared(
@@ -352,8 +377,17 @@ export class TaskRepository {
    * Leases up to `limit` unfinished tasks whose next check is due, skipping rows another instance holds,
    * so several pollers never work the same task at once.
    */
-  async claimDue(limit: number, leaseMs: number, now: Date = new Date()): Promise<AvatarTaskRow[]> {
+  async claimDue(
+    limit: number,
+    leaseMs: number,
+    now: Date = new Date(),
+    queuedTimeoutMs = Number.POSITIVE_INFINITY,
+  ): Promise<AvatarTaskRow[]> {
     if (limit <= 0) return [];
+    // Tasks waiting in the fair queue are the queue's (claimQueuedSubmits), until they have waited too long.
+    const queuedTimedOut = Number.isFinite(queuedTimeoutMs)
+      ? lte(avatarTasks.createdAt, new Date(now.getTime() - queuedTimeoutMs))
+      : sql`false`;
     const due = this.db
       .select({ id: avatarTasks.id })
       .from(avatarTasks)
@@ -362,6 +396,7 @@ export class TaskRepository {
           notInArray(avatarTasks.state, terminalStates),
           lte(avatarTasks.nextCheckAt, now),
           or(isNull(avatarTasks.leaseUntil), lte(avatarTasks.leaseUntil, now)),
+          or(ne(avatarTasks.state, 'PENDING'), ne(avatarTasks.submitStatus, 'queued'), queuedTimedOut),
         ),
       )
       .orderBy(asc(avatarTasks.nextCheckAt))
@@ -376,6 +411,100 @@ export class TaskRepository {
     );
   }
 
+  /**
+   * Takes what kie's create window has free, for the queued submits whose turn it is, in one transaction that
+   * holds the window's advisory lock, so instances sharing the database share kie's limit. Fair turns: a
+   * user's n-th queued task competes as turn (slots the user took in the window) + n, so one user's burst
+   * cannot push back another user's first task, and a tie goes to whoever was served longest ago. Each taken
+   * task is marked in_flight, so no other instance sends it, and its slot is recorded. With `only`, just that
+   * task is taken, and only if its turn is among the free slots: a create sends its own task when it may, and
+   * leaves the others' turns to the submit loop.
+   */
+  async claimQueuedSubmits(
+    window: CreateWindow,
+    options: { only?: string; now?: Date } = {},
+  ): Promise<AvatarTaskRow[]> {
+    const now = options.now ?? new Date();
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql.raw(`set local statement_timeout = ${QUEUE_STATEMENT_TIMEOUT_MS}`));
+      await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_WINDOW_LOCK_CLASS}, 0)`);
+      // The database's clock, so instances whose clocks differ still count one window.
+      const since = (ms: number) => sql`clock_timestamp() - make_interval(secs => ${ms / 1000}::float8)`;
+      const countedMs = window.windowMs + SEND_SPREAD_MS;
+      await tx.delete(kieCreateSlots).where(sql`${kieCreateSlots.takenAt} <= ${since(FAIRNESS_MEMORY_MS)}`);
+      const [usage] = await tx
+        .select({ used: sql<number>`count(*)::int` })
+        .from(kieCreateSlots)
+        .where(sql`${kieCreateSlots.takenAt} > ${since(countedMs)}`);
+      const free = window.maxCreates - (usage?.used ?? 0);
+      if (free <= 0) return [];
+      const picked = rowsOf(
+        await tx.execute(sql`
+          with served as (
+            select user_id,
+              count(*) filter (where taken_at > ${since(countedMs)}) as used,
+              max(taken_at) as last_served
+            from ${kieCreateSlots} group by user_id
+          ), queue as (
+            select id, user_id, created_at,
+              row_number() over (partition by user_id order by created_at, id) as rank
+            from ${avatarTasks}
+            where state = 'PENDING' and submit_status = 'queued'
+              and next_check_at <= ${now.toISOString()}::timestamptz
+              and (lease_until is null or lease_until <= ${now.toISOString()}::timestamptz)
+          )
+          select t.id from ${avatarTasks} t
+          join queue q on q.id = t.id
+          left join served s on s.user_id = q.user_id
+          order by coalesce(s.used, 0) + q.rank, s.last_served asc nulls first, q.created_at, q.id
+          limit ${free}
+          for update of t skip locked`),
+      )
+        .map((row) => (row as { id: string }).id)
+        .filter((id) => options.only === undefined || id === options.only);
+      if (picked.length === 0) return [];
+      const leaseUntil = new Date(now.getTime() + window.leaseMs);
+      const claimed = await tx
+        .update(avatarTasks)
+        .set({
+          submitStatus: 'in_flight',
+          submitAttempts: sql`${avatarTasks.submitAttempts} + 1`,
+          leaseUntil,
+          nextCheckAt: leaseUntil,
+        })
+        .where(
+          and(
+            inArray(avatarTasks.id, picked),
+            eq(avatarTasks.state, 'PENDING'),
+            eq(avatarTasks.submitStatus, 'queued'),
+          ),
+        )
+        .returning();
+      if (claimed.length > 0) {
+        await tx
+          .insert(kieCreateSlots)
+          .values(claimed.map((task) => ({ userId: task.userId, takenAt: sql`clock_timestamp()` })));
+      }
+      return claimed;
+    });
+  }
+
+  /** Whether any submit waits for its turn now: a cheap look before taking the window's lock. */
+  async hasQueuedSubmits(now: Date = new Date()): Promise<boolean> {
+    const [row] = await this.db
+      .select({ id: avatarTasks.id })
+      .from(avatarTasks)
+      .where(
+        and(
+          eq(avatarTasks.state, 'PENDING'),
+          eq(avatarTasks.submitStatus, 'queued'),
+          lte(avatarTasks.nextCheckAt, now),
+        ),
+      )
+      .limit(1);
+    return row !== undefined;
+  }
+
   async countQueuedSubmits(): Promise<number> {
     const [row] = await this.db
       .select({ count: sql<number>`count(*)::int` })
@@ -383,4 +512,72 @@ export class TaskRepository {
       .where(and(eq(avatarTasks.state, 'PENDING'), eq(avatarTasks.submitStatus, 'queued')));
     return row?.count ?? 0;
   }
+}
+
+type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
+
+/** The new PENDING row and its first event; null when the user's idempotency key is already taken. */
+async function insertTask(tx: Transaction, task: NewTask, now: Date): Promise<AvatarTaskRow | null> {
+  const [row] = await prepared(
+    tx
+      .insert(avatarTasks)
+      .values({
+        ...task,
+        state: 'PENDING',
+        version: 1,
+        submitStatus: 'queued',
+        createdAt: now,
+        updatedAt: now,
+      })
+      .onConflictDoNothing()
+      .returning(),
+  );
+  if (!row) return null;
+  await prepared(
+    tx.insert(avatarTaskEvents).values({
+      taskId: row.id,
+      version: 1,
+      state: 'PENDING',
+      source: 'MUTATION',
+      at: now,
+      message: null,
+    }),
+  );
+  return row;
+}
+
+/** The cap a new task of `userId` would exceed, or null when both have room. */
+async function quotaFull(
+  reader: Pick<Database, 'select'>,
+  userId: string,
+  now: Date,
+  quota: UserQuota,
+): Promise<Extract<QuotaInsertOutcome, { kind: 'quota' }> | null> {
+  const hourAgo = new Date(now.getTime() - HOUR_MS);
+  const active = notInArray(avatarTasks.state, terminalStates);
+  const recent = gt(avatarTasks.createdAt, hourAgo);
+  const [counts] = await reader
+    .select({
+      active: sql<number>`(count(*) filter (where ${active}))::int`,
+      lastHour: sql<number>`(count(*) filter (where ${recent}))::int`,
+    })
+    .from(avatarTasks)
+    .where(and(eq(avatarTasks.userId, userId), or(active, recent)));
+  if ((counts?.active ?? 0) >= quota.maxActiveTasks) {
+    return { kind: 'quota', quota: 'ACTIVE_TASKS', limit: quota.maxActiveTasks, resetsAt: undefined };
+  }
+  const lastHour = counts?.lastHour ?? 0;
+  if (lastHour >= quota.maxCreatesPerHour) {
+    // The create whose hour ends next and brings the count under the cap.
+    const [freeing] = await reader
+      .select({ createdAt: avatarTasks.createdAt })
+      .from(avatarTasks)
+      .where(and(eq(avatarTasks.userId, userId), recent))
+      .orderBy(asc(avatarTasks.createdAt))
+      .offset(lastHour - quota.maxCreatesPerHour)
+      .limit(1);
+    const resetsAt = new Date((freeing?.createdAt ?? now).getTime() + HOUR_MS);
+    return { kind: 'quota', quota: 'CREATES_PER_HOUR', limit: quota.maxCreatesPerHour, resetsAt };
+  }
+  return null;
 }

@@ -6,18 +6,18 @@ import type { EventBus } from '../events/bus.js';
 import type { Metrics } from '../metrics.js';
 import { KieError } from '../upstream/errors.js';
 import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
-import type { SlidingWindowLimiter } from '../upstream/rate-limiter.js';
 import {
   IdempotencyKeyReusedError,
   InsufficientCreditsError,
   InvalidInputError,
+  QuotaExceededError,
   RateLimitedError,
   UpstreamRejectedError,
   UpstreamTaskMismatchError,
   UpstreamUnavailableError,
 } from './errors.js';
 import { whileLeased } from './lease.js';
-import type { TaskPatch, TaskRepository, TransitionResult } from './repository.js';
+import type { CreateWindow, TaskPatch, TaskRepository, TransitionResult, UserQuota } from './repository.js';
 import {
   type AvatarTaskEventSource,
   isTerminal,
@@ -41,8 +41,18 @@ export const upstreamModels: Record<AvatarModel, KieModel> = {
   STANDARD: 'kling/ai-avatar-standard',
 };
 
-const mediaUrl = z
-  .string()
+/**
+ * Text Postgres and kie can take: a NUL byte is refused by Postgres (it surfaced as a masked database
+ * error) and an unpaired surrogate has no UTF-8 form, so either is bad input, found before anything is spent.
+ */
+const unpairedSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const cleanText = () =>
+  z.string().refine((value) => !value.includes('\u0000') && !unpairedSurrogate.test(value), {
+    message: 'must not contain NUL characters or unpaired surrogates',
+    abort: true,
+  });
+
+const mediaUrl = cleanText()
   .max(2048, 'must be at most 2048 characters')
   .refine((value) => {
     try {
@@ -56,16 +66,21 @@ const mediaUrl = z
 const inputSchema = z.object({
   imageUrl: mediaUrl,
   audioUrl: mediaUrl,
-  prompt: z.string().max(5000, 'must be at most 5000 characters').nullish(),
+  prompt: cleanText().max(5000, 'must be at most 5000 characters').nullish(),
   model: z.enum(['PRO', 'STANDARD']).nullish(),
-  idempotencyKey: z.string().min(1, 'must not be empty').max(255, 'must be at most 255 characters').nullish(),
+  idempotencyKey: cleanText()
+    .min(1, 'must not be empty')
+    .max(255, 'must be at most 255 characters')
+    .nullish(),
 });
 
 export interface TaskServiceOptions {
   repository: TaskRepository;
   bus: EventBus;
   kie: KieClient;
-  createLimiter: SlidingWindowLimiter;
+  /** kie's account limit on creates, shared through the database by every instance. */
+  createWindow: Omit<CreateWindow, 'leaseMs'>;
+  quota: UserQuota;
   logger: Logger;
   metrics: Metrics;
   /** Base URL kie reaches this gateway at; resolved late because the port may be chosen at start. */
@@ -80,6 +95,12 @@ export interface TaskServiceOptions {
 }
 
 export type SubmitOutcome = 'accepted' | 'queued' | 'unknown' | 'refused' | 'not_claimed';
+
+export interface SubmitResult {
+  task: AvatarTaskRow | undefined;
+  outcome: SubmitOutcome;
+  error?: KieError;
+}
 
 /** Hears about every task this instance brought to SUCCEEDED or FAILED, and what brought it there. */
 export type SettledListener = (task: AvatarTaskRow, source: AvatarTaskEventSource) => void;
@@ -104,23 +125,23 @@ export class TaskService {
   }
 
   /**
-   * Stores the task before kie hears of it, then submits it once. An idempotent retry returns the stored
-   * task and sends nothing. Refusals kie will repeat are thrown as typed errors (the task stays in the
-   * history as FAILED); temporary trouble leaves the task PENDING for the submit loop.
+   * Stores the task before kie hears of it, then queues it for kie in fair turns; when its turn is now, it is
+   * submitted before this returns. An idempotent retry returns the stored task, sends nothing and counts
+   * against no quota. Refusals kie will repeat are thrown as typed errors (the task stays in the history as
+   * FAILED); a full queue or temporary trouble leaves the task PENDING for the submit loop.
    */
   async create(userId: string, rawInput: CreateTaskInput): Promise<AvatarTaskRow> {
+    const { repository, quota } = this.options;
     const input = validateInput(rawInput);
     const inputHash = hashInput(input);
     if (input.idempotencyKey) {
-      const existing = await this.options.repository.findByIdempotencyKey(userId, input.idempotencyKey);
+      const existing = await repository.findByIdempotencyKey(userId, input.idempotencyKey);
       if (existing) return sameInputOrThrow(existing, inputHash);
     }
-
-    const waitMs = this.options.createLimiter.tryTake();
-    if (waitMs > 0) throw new RateLimitedError(Math.ceil(waitMs / 1000));
+    await this.refuseWhenQueueFull();
 
     const now = new Date();
-    const row = await this.options.repository.insert(
+    const stored = await repository.insertWithinQuota(
       {
         id: randomUUID(),
         userId,
@@ -131,43 +152,65 @@ export class TaskService {
         idempotencyKey: input.idempotencyKey,
         inputHash,
         callbackSecret: randomBytes(24).toString('base64url'),
-        // If this process dies before it claims the submit, the poller picks the task up from here.
-        nextCheckAt: new Date(now.getTime() + this.options.submitLeaseMs),
+        // Queued at once: whichever instance next has a free slot in kie's window may send it.
+        nextCheckAt: now,
       },
       now,
+      quota,
     );
-    if (!row) {
-      // A concurrent create with the same key won the insert.
-      const existing = await this.options.repository.findByIdempotencyKey(userId, input.idempotencyKey ?? '');
-      if (!existing) throw new Error('idempotent insert conflicted but no task holds the key');
-      return sameInputOrThrow(existing, inputHash);
-    }
+    if (stored.kind === 'existing') return sameInputOrThrow(stored.task, inputHash);
+    if (stored.kind === 'quota')
+      throw new QuotaExceededError(stored.quota, stored.limit, stored.resetsAt, now);
+    const row = stored.task;
     this.options.metrics.transitions.inc({ state: 'PENDING', source: 'MUTATION' });
     await this.publish(row);
 
-    const { task, outcome, error } = await this.submit(row.id, 'MUTATION');
+    const [own] = await this.submitQueued('MUTATION', row.id);
+    if (!own) return row;
+    const { task, outcome, error } = await own;
     if (outcome === 'refused' && error) throw toCreateError(error);
     return task ?? row;
   }
 
   /**
-   * Sends a stored task to kie, at most once: only the caller that wins the claim sends, and an answer that
-   * never came leaves the task `unknown` (kie's callback can still claim it) rather than sending it again.
-   * The caller must already hold a slot in kie's create limit.
+   * The queue's one door to kie: takes what kie's create window has free for the tasks whose turn it is and
+   * starts sending them, one promise per task. With `only`, just that task, and only when its turn has come.
    */
-  async submit(
-    id: string,
-    source: AvatarTaskEventSource,
-  ): Promise<{ task: AvatarTaskRow | undefined; outcome: SubmitOutcome; error?: KieError }> {
-    const { repository } = this.options;
-    const claimed = await repository.claimSubmit(id, this.options.submitLeaseMs);
-    if (!claimed) return { task: await repository.findById(id), outcome: 'not_claimed' };
+  async submitQueued(source: AvatarTaskEventSource, only?: string): Promise<Array<Promise<SubmitResult>>> {
+    const { repository, createWindow, submitLeaseMs } = this.options;
+    if (only === undefined && !(await repository.hasQueuedSubmits())) return [];
+    const claimed = await repository.claimQueuedSubmits(
+      { ...createWindow, leaseMs: submitLeaseMs },
+      only === undefined ? {} : { only },
+    );
+    return claimed.map((task) => this.send(task, source));
+  }
 
+  /**
+   * The queue is bounded for the whole gateway: past MAX_PENDING_SUBMITS waiting tasks a client must back off,
+   * and is told for how long the queue needs to drain to that point at kie's rate.
+   */
+  private async refuseWhenQueueFull(): Promise<void> {
+    const { repository, maxPendingSubmits, createWindow } = this.options;
+    const queued = await repository.countQueuedSubmits();
+    if (queued < maxPendingSubmits) return;
+    const excess = queued - maxPendingSubmits + 1;
+    const seconds = Math.ceil((excess / createWindow.maxCreates) * (createWindow.windowMs / 1000));
+    throw new RateLimitedError(Math.max(1, seconds));
+  }
+
+  /**
+   * Sends a task claimed from the queue to kie, at most once: only the caller that won the claim sends, and
+   * an answer that never came leaves the task `unknown` (kie's callback can still claim it) rather than
+   * sending it again.
+   */
+  private async send(claimed: AvatarTaskRow, source: AvatarTaskEventSource): Promise<SubmitResult> {
+    const id = claimed.id;
     let upstreamTaskId: string;
     try {
       // Renewed while kie takes its time, so no other instance ever takes this create for abandoned.
       ({ taskId: upstreamTaskId } = await whileLeased(
-        repository,
+        this.options.repository,
         id,
         this.options.submitLeaseMs,
         this.options.logger,

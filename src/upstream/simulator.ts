@@ -50,8 +50,17 @@ export interface KieSimulator {
   readonly knobs: SimulatorKnobs;
   readonly stats: SimulatorStats;
   taskState(taskId: string): SimulatedState | undefined;
+  /** Every task created, in arrival order: what kie's own create limit would count. */
+  createdTasks(): SimulatedCreate[];
   /** Stops all timers; pending callbacks are not sent and delayed answers are released. */
   close(): void;
+}
+
+export interface SimulatedCreate {
+  taskId: string;
+  /** When the create arrived (Unix ms). */
+  at: number;
+  callBackUrl: string | undefined;
 }
 
 export interface SimulatorServer {
@@ -426,6 +435,13 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     taskState(taskId) {
       const task = tasks.get(taskId);
       return task ? stateOf(task) : undefined;
+    },
+    createdTasks() {
+      return [...tasks.values()].map((task) => ({
+        taskId: task.taskId,
+        at: task.createTime,
+        callBackUrl: task.callBackUrl,
+      }));
     },
     close() {
       closed = true;

@@ -32,7 +32,7 @@ builder.mutationField('createAvatarTask', (t) =>
   t.field({
     type: AvatarTask,
     description:
-      'Stores a task and submits it to kie.ai once. Expected failures come back as error members with stable codes; if kie.ai is briefly unavailable the task stays PENDING and is submitted later.',
+      "Stores a task and submits it to kie.ai once. Expected failures come back as error members with stable codes. Beyond kie.ai's account limits, or while kie.ai is briefly unavailable, the task stays PENDING in a queue that serves users in fair turns, and is submitted as soon as a slot frees.",
     args: { input: t.arg({ type: CreateAvatarTaskInput, required: true }) },
     errors: {
       types: createAvatarTaskErrors,

@@ -2,6 +2,7 @@ import {
   IdempotencyKeyReusedError,
   InsufficientCreditsError,
   InvalidInputError,
+  QuotaExceededError,
   RateLimitedError,
   type TaskError,
   UpstreamRejectedError,
@@ -31,11 +32,39 @@ builder.objectType(InvalidInputError, {
 builder.objectType(RateLimitedError, {
   name: 'RateLimitedError',
   description:
-    "The gateway's limit on tasks sent to kie.ai is reached (code RATE_LIMITED). Nothing was stored.",
+    'The gateway is too busy to take this task now (code RATE_LIMITED): back off for retryAfterSeconds. Nothing was stored.',
   interfaces: [ErrorInterface],
   isTypeOf: (value) => value instanceof RateLimitedError,
   fields: (t) => ({
     retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'Seconds to wait before retrying.' }),
+  }),
+});
+
+const QuotaEnum = builder.enumType('AvatarTaskQuota', {
+  description: 'A per-user cap on tasks.',
+  values: {
+    ACTIVE_TASKS: { description: 'Unfinished tasks at once (MAX_ACTIVE_TASKS_PER_USER).' },
+    CREATES_PER_HOUR: { description: 'Tasks created in any hour (MAX_CREATES_PER_USER_PER_HOUR).' },
+  } as const,
+});
+
+builder.objectType(QuotaExceededError, {
+  name: 'QuotaExceededError',
+  description: 'One of your caps is full (code QUOTA_EXCEEDED). Nothing was stored or sent.',
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => value instanceof QuotaExceededError,
+  fields: (t) => ({
+    quota: t.expose('quota', { type: QuotaEnum, description: 'Which cap is full.' }),
+    limit: t.exposeInt('limit', { description: 'The cap.' }),
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', {
+      description:
+        'Seconds until the hourly cap frees a create; for unfinished tasks, a suggested wait (the cap frees when one of them ends).',
+    }),
+    resetsAt: t.expose('resetsAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When the hourly cap frees a create; null for the cap on unfinished tasks.',
+    }),
   }),
 });
 
@@ -76,5 +105,6 @@ export const createAvatarTaskErrors = [
   InsufficientCreditsError,
   UpstreamRejectedError,
   RateLimitedError,
+  QuotaExceededError,
   UpstreamUnavailableError,
 ];
