@@ -418,7 +418,8 @@ export class TaskRepository {
    * cannot push back another user's first task, and a tie goes to whoever was served longest ago. Each taken
    * task is marked in_flight, so no other instance sends it, and its slot is recorded. With `only`, just that
    * task is taken, and only if its turn is among the free slots: a create sends its own task when it may, and
-   * leaves the others' turns to the submit loop.
+   * leaves the others' turns to the submit loop. A new task is the create's own until then (its next check is
+   * later), and joins the queue for every instance when its turn has not come.
    */
   async claimQueuedSubmits(
     window: CreateWindow,
@@ -450,7 +451,7 @@ export class TaskRepository {
               row_number() over (partition by user_id order by created_at, id) as rank
             from ${avatarTasks}
             where state = 'PENDING' and submit_status = 'queued'
-              and next_check_at <= ${now.toISOString()}::timestamptz
+              and (next_check_at <= ${now.toISOString()}::timestamptz or id = ${options.only ?? null}::uuid)
               and (lease_until is null or lease_until <= ${now.toISOString()}::timestamptz)
           )
           select t.id from ${avatarTasks} t
@@ -462,7 +463,16 @@ export class TaskRepository {
       )
         .map((row) => (row as { id: string }).id)
         .filter((id) => options.only === undefined || id === options.only);
-      if (picked.length === 0) return [];
+      if (picked.length === 0) {
+        // Not its turn: from now on the queue may hand it to whichever instance finds a free slot.
+        if (options.only !== undefined) {
+          await tx
+            .update(avatarTasks)
+            .set({ nextCheckAt: now })
+            .where(and(eq(avatarTasks.id, options.only), eq(avatarTasks.submitStatus, 'queued')));
+        }
+        return [];
+      }
       const leaseUntil = new Date(now.getTime() + window.leaseMs);
       const claimed = await tx
         .update(avatarTasks)

@@ -152,8 +152,9 @@ export class TaskService {
         idempotencyKey: input.idempotencyKey,
         inputHash,
         callbackSecret: randomBytes(24).toString('base64url'),
-        // Queued at once: whichever instance next has a free slot in kie's window may send it.
-        nextCheckAt: now,
+        // The create sends it when its turn has come, or queues it for everyone; if this process dies before
+        // either, the queue takes it from here.
+        nextCheckAt: new Date(now.getTime() + this.options.submitLeaseMs),
       },
       now,
       quota,

@@ -46,7 +46,19 @@ describe('loadConfig', () => {
         maxUpdateBytes: 256 * 1024,
         maxBufferedBytes: 1024 * 1024,
       },
+      quotas: { maxActiveTasksPerUser: 20, maxCreatesPerUserPerHour: 200 },
     });
+  });
+
+  it('reads the per-user quotas, and refuses a zero cap with the variable named', () => {
+    const config = loadConfig({ MAX_ACTIVE_TASKS_PER_USER: '3', MAX_CREATES_PER_USER_PER_HOUR: '7' });
+    expect(config.quotas).toEqual({ maxActiveTasksPerUser: 3, maxCreatesPerUserPerHour: 7 });
+    expect(() => loadConfig({ MAX_ACTIVE_TASKS_PER_USER: '0' })).toThrow(
+      'Invalid configuration: MAX_ACTIVE_TASKS_PER_USER must be at least 1',
+    );
+    expect(() => loadConfig({ MAX_CREATES_PER_USER_PER_HOUR: 'lots' })).toThrow(
+      'Invalid configuration: MAX_CREATES_PER_USER_PER_HOUR must be a whole number',
+    );
   });
 
   it('reads every documented variable', () => {
