@@ -90,8 +90,8 @@ const CREATE_WINDOW_LOCK_CLASS = 4_201_339;
 const SEND_SPREAD_MS = 500;
 /** How long who was served is remembered, so a user just served does not win the next tie. */
 const FAIRNESS_MEMORY_MS = 600_000;
-/** Both quota and queue transactions are short; one that waits longer than this gives up. */
-const QUEUE_STATEMENT_TIMEOUT_MS = 5_000;
+/** `ms` before now by the database's clock, so instances whose clocks differ still count one window. */
+const since = (ms: number) => sql`clock_timestamp() - make_interval(secs => ${ms / 1000}::float8)`;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const isTaskId = (id: string) => uuidPattern.test(id);
@@ -159,7 +159,6 @@ export class TaskRepository {
     const fullAlready = await quotaFull(this.db, task.userId, now, quota);
     if (fullAlready) return fullAlready;
     return this.db.transaction(async (tx) => {
-      await tx.execute(sql.raw(`set local statement_timeout = ${QUEUE_STATEMENT_TIMEOUT_MS}`));
       await tx.execute(sql`select pg_advisory_xact_lock(${QUOTA_LOCK_CLASS}, hashtext(${task.userId}))`);
       const byKey = async () => {
         if (!task.idempotencyKey) return undefined;
@@ -427,10 +426,7 @@ export class TaskRepository {
   ): Promise<AvatarTaskRow[]> {
     const now = options.now ?? new Date();
     return this.db.transaction(async (tx) => {
-      await tx.execute(sql.raw(`set local statement_timeout = ${QUEUE_STATEMENT_TIMEOUT_MS}`));
       await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_WINDOW_LOCK_CLASS}, 0)`);
-      // The database's clock, so instances whose clocks differ still count one window.
-      const since = (ms: number) => sql`clock_timestamp() - make_interval(secs => ${ms / 1000}::float8)`;
       const countedMs = window.windowMs + SEND_SPREAD_MS;
       await tx.delete(kieCreateSlots).where(sql`${kieCreateSlots.takenAt} <= ${since(FAIRNESS_MEMORY_MS)}`);
       const [usage] = await tx
@@ -438,31 +434,8 @@ export class TaskRepository {
         .from(kieCreateSlots)
         .where(sql`${kieCreateSlots.takenAt} > ${since(countedMs)}`);
       const free = window.maxCreates - (usage?.used ?? 0);
-      if (free <= 0) return [];
-      const picked = rowsOf(
-        await tx.execute(sql`
-          with served as (
-            select user_id,
-              count(*) filter (where taken_at > ${since(countedMs)}) as used,
-              max(taken_at) as last_served
-            from ${kieCreateSlots} group by user_id
-          ), queue as (
-            select id, user_id, created_at,
-              row_number() over (partition by user_id order by created_at, id) as rank
-            from ${avatarTasks}
-            where state = 'PENDING' and submit_status = 'queued'
-              and (next_check_at <= ${now.toISOString()}::timestamptz or id = ${options.only ?? null}::uuid)
-              and (lease_until is null or lease_until <= ${now.toISOString()}::timestamptz)
-          )
-          select t.id from ${avatarTasks} t
-          join queue q on q.id = t.id
-          left join served s on s.user_id = q.user_id
-          order by coalesce(s.used, 0) + q.rank, s.last_served asc nulls first, q.created_at, q.id
-          limit ${free}
-          for update of t skip locked`),
-      )
-        .map((row) => (row as { id: string }).id)
-        .filter((id) => options.only === undefined || id === options.only);
+      const turns = free > 0 ? await fairTurns(tx, free, now, countedMs, options.only) : [];
+      const picked = options.only === undefined ? turns : turns.filter((id) => id === options.only);
       if (picked.length === 0) {
         // Not its turn: from now on the queue may hand it to whichever instance finds a free slot.
         if (options.only !== undefined) {
@@ -590,4 +563,40 @@ async function quotaFull(
     return { kind: 'quota', quota: 'CREATES_PER_HOUR', limit: quota.maxCreatesPerHour, resetsAt };
   }
   return null;
+}
+
+/**
+ * The ids of the next `free` queued submits in fair turns (see claimQueuedSubmits), locked for the caller's
+ * transaction. `only` is eligible although its first check is not yet due: it is its create asking.
+ */
+async function fairTurns(
+  tx: Transaction,
+  free: number,
+  now: Date,
+  countedMs: number,
+  only: string | undefined,
+): Promise<string[]> {
+  const rows = rowsOf(
+    await tx.execute(sql`
+          with served as (
+            select user_id,
+              count(*) filter (where taken_at > ${since(countedMs)}) as used,
+              max(taken_at) as last_served
+            from ${kieCreateSlots} group by user_id
+          ), queue as (
+            select id, user_id, created_at,
+              row_number() over (partition by user_id order by created_at, id) as rank
+            from ${avatarTasks}
+            where state = 'PENDING' and submit_status = 'queued'
+              and (next_check_at <= ${now.toISOString()}::timestamptz or id = ${only ?? null}::uuid)
+              and (lease_until is null or lease_until <= ${now.toISOString()}::timestamptz)
+          )
+          select t.id from ${avatarTasks} t
+          join queue q on q.id = t.id
+          left join served s on s.user_id = q.user_id
+          order by coalesce(s.used, 0) + q.rank, s.last_served asc nulls first, q.created_at, q.id
+          limit ${free}
+          for update of t skip locked`),
+  );
+  return rows.map((row) => (row as { id: string }).id);
 }
