@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createTokenVerifier } from './auth/tokens.js';
+import { SeenSignatures } from './callbacks/seen-signatures.js';
 import type { Config } from './config.js';
 import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
@@ -165,7 +166,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,
-      callbacks: { service, hmacKey: config.kie.webhookHmacKey, logger, metrics },
+      callbacks: {
+        service,
+        hmacKey: config.kie.webhookHmacKey,
+        seenSignatures: new SeenSignatures(database.db, logger),
+        logger,
+        metrics,
+      },
       metrics,
       logger,
       // Not ready while any of the three is unwell: a ready gateway must be able to store, hear and poll.

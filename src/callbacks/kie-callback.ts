@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics.js';
 import { UpstreamTaskMismatchError } from '../tasks/errors.js';
 import type { TaskService } from '../tasks/service.js';
 import { parseUpstreamRecord, UpstreamRecordError } from '../upstream/record.js';
+import type { SeenSignatures } from './seen-signatures.js';
 
 export const CALLBACK_PATH_PREFIX = '/callbacks/kie/';
 export const MAX_CALLBACK_BYTES = 64 * 1024;
@@ -16,6 +17,8 @@ const MAX_DRAIN_BYTES = 1024 * 1024;
 export interface KieCallbackOptions {
   service: TaskService;
   hmacKey: string | undefined;
+  /** With an HMAC key, where signatures already used are remembered, so a replayed one changes nothing. */
+  seenSignatures: SeenSignatures;
   logger: Logger;
   metrics: Metrics;
   now?: () => number;
@@ -50,6 +53,7 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
   }
 
   const { service, logger } = options;
+  let signature: string | undefined;
   try {
     const task = await service.repository.findById(taskId);
     if (!task) return reply(404, 'no such task');
@@ -62,6 +66,13 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
         options.now ?? Date.now,
       );
       if (problem) return reply(401, problem);
+      signature = request.headers.get('x-webhook-signature') ?? '';
+      const timestamp = Number(request.headers.get('x-webhook-timestamp'));
+      const expiresAt = new Date((timestamp + SIGNATURE_WINDOW_SECONDS) * 1000);
+      if (!(await options.seenSignatures.firstUse(signature, expiresAt))) {
+        logger.warn({ taskId, upstreamTaskId: snapshot.upstreamTaskId }, 'kie callback signature replayed');
+        return reply(200, 'duplicate: this signature was already used; nothing changed');
+      }
     }
     // The row just read is where the transition starts; it reads again only if the task changed meanwhile.
     const result = await service.applyUpstream(task, snapshot, 'CALLBACK');
@@ -72,6 +83,7 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
     return reply(200, result?.changed ? 'applied' : 'nothing to change');
   } catch (error) {
     if (error instanceof UpstreamTaskMismatchError) return reply(401, 'callback is for another task');
+    if (signature !== undefined) await options.seenSignatures.forget(signature).catch(() => {});
     logger.error({ err: error, taskId }, 'callback could not be stored');
     return reply(503, 'could not store the callback; retry later');
   }
