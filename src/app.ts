@@ -8,10 +8,12 @@ import { type DatabaseHandle, openDatabase } from './db/connection.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
+import { CorsPolicy } from './http/cors.js';
 import { DeadlineClock } from './http/deadline-clock.js';
 import { OpenStreams } from './http/open-streams.js';
 import { createOperationGate } from './http/operation-gate.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
+import { createSecurityHeaders } from './http/security-headers.js';
 import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
@@ -79,7 +81,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         : new InProcessEventBus();
     cleanup.push(() => bus.close());
 
-    const server: Server = createServer();
+    const server: Server = createServer({
+      // Node's defaults cut slow headers after 60 s and slow bodies after 300 s, checked every 30 s.
+      headersTimeout: config.edge.headersTimeoutMs,
+      requestTimeout: config.edge.requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, config.edge.headersTimeoutMs),
+    });
+    server.maxConnections = config.edge.maxConnections;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
@@ -163,6 +171,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       tickTimeoutMs: config.poller.tickTimeoutMs,
       workTimeoutMs: config.poller.workTimeoutMs,
     });
+    const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,
@@ -183,6 +192,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       simulator,
       developmentToken,
       streamLimits,
+      edge: config.edge,
+      cors,
       sseReservations: new SseReservations(config.sseReservations, streamLimits.clock),
       limits: config.limits,
     });
@@ -195,11 +206,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       verifier,
       logger,
       limits: streamLimits,
+      cors,
       maxBodyBytes: maxRequestBodyBytes,
       maxUpdateBytes,
       maxBufferedBytes,
     });
+    const securityHeaders = createSecurityHeaders({ https: config.edge.https });
     server.on('request', (req, res) => {
+      securityHeaders(req, res);
       if (!hasRoutableTarget(req)) return refuseUnroutable(res);
       return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
     });
@@ -214,6 +228,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       limits: config.webSocket,
       maxUpdateBytes,
       maxBufferedBytes,
+      cors,
     });
     cleanup.push(() => sockets.close());
 

@@ -13,6 +13,27 @@ const intFrom = (min: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min, `must be at least ${min}`));
 
+const flag = z
+  .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+  .transform((value) => value === 'true' || value === '1');
+
+/** A comma-separated list of origins (`scheme://host[:port]`), each as a browser sends it in `Origin`. */
+const origins = z
+  .string()
+  .transform((value) =>
+    value
+      .split(',')
+      .map((origin) => origin.trim())
+      .filter(Boolean),
+  )
+  .pipe(
+    z.array(
+      z
+        .string()
+        .regex(/^https?:\/\/[^/\s,]+$/, 'must list origins such as https://app.example.com (no path, no *)'),
+    ),
+  );
+
 const url = z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' });
 
 const envSchema = z.object({
@@ -54,6 +75,14 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   MAX_SOCKETS_PER_USER: intFrom(1).default(100),
   MAX_SUBSCRIPTIONS_PER_SOCKET: intFrom(1).default(50),
+  GRAPHIQL_ENABLED: flag.optional(),
+  INTROSPECTION_ENABLED: flag.optional(),
+  CORS_ORIGINS: origins.optional(),
+  CORS_CREDENTIALS: flag.default(false),
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  HTTP_HEADERS_TIMEOUT_MS: intFrom(100).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: intFrom(100).default(30_000),
+  HTTP_MAX_CONNECTIONS: intFrom(1).default(20_000),
   SSE_RESERVATION_TTL_MS: intFrom(100).default(10_000),
   SSE_MAX_RESERVATIONS_PER_USER: intFrom(1).default(5),
   WS_MAX_PAYLOAD_BYTES: intFrom(1024).default(64 * 1024),
@@ -150,6 +179,8 @@ export interface Config {
     /** A stream whose reader leaves more than this unread ends. */
     maxBufferedBytes: number;
   };
+  /** What the gateway shows and to whom, at the edge (see README, "Security and limits"). */
+  edge: EdgeConfig;
   /** graphql-sse's single connection mode: how long an unused reservation lives, how many a user holds. */
   sseReservations: { ttlMs: number; maxPerUser: number };
   /** What one graphql-ws socket may make the server hold (see websocket.ts). */
@@ -164,6 +195,27 @@ export interface QueryLimits {
   maxDepth: number;
   maxDirectives: number;
   maxCost: number;
+}
+
+export interface EdgeConfig {
+  graphiqlEnabled: boolean;
+  /** Off also hides "Did you mean ...?" suggestions, which would tell the schema field by field. */
+  introspectionEnabled: boolean;
+  /**
+   * Origins allowed cross-origin access. `localhost` means any origin on localhost, 127.0.0.1 or [::1] (the
+   * default outside production); an empty list allows none.
+   */
+  corsOrigins: string[] | 'localhost';
+  corsCredentials: boolean;
+  /** When set, /metrics needs `Authorization: Bearer <it>`; unset in production, /metrics is not served. */
+  metricsToken: string | undefined;
+  /** Served when no token is set: outside production only. */
+  publicMetrics: boolean;
+  /** HSTS is sent when the gateway is reached over https (PUBLIC_URL). */
+  https: boolean;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  maxConnections: number;
 }
 
 export interface WebSocketLimits {
@@ -285,6 +337,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       documentCacheBytes: e.DOCUMENT_CACHE_BYTES,
       maxUpdateBytes: e.MAX_UPDATE_BYTES,
       maxBufferedBytes: e.MAX_BUFFERED_BYTES,
+    },
+    edge: {
+      graphiqlEnabled: e.GRAPHIQL_ENABLED ?? e.NODE_ENV !== 'production',
+      introspectionEnabled: e.INTROSPECTION_ENABLED ?? e.NODE_ENV !== 'production',
+      corsOrigins: e.CORS_ORIGINS ?? (e.NODE_ENV === 'production' ? [] : 'localhost'),
+      corsCredentials: e.CORS_CREDENTIALS,
+      metricsToken: e.METRICS_TOKEN,
+      publicMetrics: e.NODE_ENV !== 'production',
+      https: e.PUBLIC_URL?.startsWith('https://') ?? false,
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: Math.max(e.HTTP_REQUEST_TIMEOUT_MS, e.HTTP_HEADERS_TIMEOUT_MS),
+      maxConnections: e.HTTP_MAX_CONNECTIONS,
     },
     sseReservations: { ttlMs: e.SSE_RESERVATION_TTL_MS, maxPerUser: e.SSE_MAX_RESERVATIONS_PER_USER },
     webSocket: {

@@ -1,6 +1,7 @@
 import type { Plugin } from 'graphql-yoga';
 import type { Registry } from 'prom-client';
 import { DeadlineExceededError, withDeadline } from '../deadline.js';
+import { type MetricsAccess, refuseMetrics } from './metrics-access.js';
 
 /** /readyz answers within a second, whatever it waits on: a probe that hangs is worse than a "no". */
 export const READINESS_DEADLINE_MS = 900;
@@ -40,9 +41,11 @@ export function useHealthRoutes(isReady: () => Promise<boolean>): Plugin[] {
   ];
 }
 
-export function useMetricsRoute(registry: Registry): Plugin {
+export function useMetricsRoute(registry: Registry, access: MetricsAccess): Plugin {
   return useRoute(
     (path) => path === '/metrics',
-    async () => new Response(await registry.metrics(), { headers: { 'content-type': registry.contentType } }),
+    async (request) =>
+      refuseMetrics(access, request.headers.get('authorization')) ??
+      new Response(await registry.metrics(), { headers: { 'content-type': registry.contentType } }),
   );
 }

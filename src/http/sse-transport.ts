@@ -3,6 +3,7 @@ import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-nod
 import { type ExecutionResult, GraphQLError, subscribe as graphqlSubscribe, locatedError } from 'graphql';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import type { CorsPolicy } from './cors.js';
 import { unavailableError } from './error-masking.js';
 import type { OperationGate, OperationParams } from './operation-gate.js';
 import { exceedsBytes } from './output-limits.js';
@@ -16,6 +17,8 @@ export interface SseTransportOptions {
   gate: OperationGate;
   verifier: TokenVerifier;
   logger: Logger;
+  /** The same origins as yoga's CORS. */
+  cors: CorsPolicy;
   /** Each stream takes one of its user's open-stream slots and ends when its token expires. */
   limits: StreamLimits;
   /** A GraphQL request body larger than this is refused with 413, as yoga refuses it. */
@@ -72,7 +75,8 @@ export function createSseTransport(options: SseTransportOptions) {
     iterator: AsyncIterableIterator<ExecutionResult>,
     left: ClientLeft,
   ) {
-    const cors = getCORSHeadersByRequestAndOptions(requestLike(req), {}) ?? {};
+    const request = requestLike(req);
+    const cors = getCORSHeadersByRequestAndOptions(request, options.cors.optionsFor(request)) ?? {};
     res.writeHead(200, {
       'Content-Type': 'text/event-stream',
       Connection: 'keep-alive',

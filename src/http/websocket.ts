@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { WebSocketLimits } from '../config.js';
+import type { CorsPolicy } from './cors.js';
 import { unavailableError } from './error-masking.js';
 import type { OpenStreams } from './open-streams.js';
 import type { OperationGate } from './operation-gate.js';
@@ -28,6 +29,8 @@ export interface WebSocketOptions {
   maxUpdateBytes: number;
   /** A socket whose reader leaves more than this unread is closed with 4420. */
   maxBufferedBytes: number;
+  /** An upgrade from a browser origin that may not call the gateway is refused with 403. */
+  cors: CorsPolicy;
   /** Every socket is pinged this often; one that stops answering is dropped. */
   keepAliveMs?: number;
 }
@@ -54,6 +57,11 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     maxPayload: options.limits.maxPayloadBytes,
     maxFragments: options.limits.maxFragments,
     maxBufferedChunks: options.limits.maxBufferedChunks,
+    // A WebSocket is not subject to CORS: the browser sends Origin and leaves the decision to the server.
+    verifyClient: ({ origin, req }, accept) =>
+      options.cors.allowsUpgrade(origin || undefined, req.headers.host)
+        ? accept(true)
+        : accept(false, 403, 'Origin not allowed'),
   });
   const sweeper = new SocketSweeper({ keepAliveMs: options.keepAliveMs ?? 12_000 });
 

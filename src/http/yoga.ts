@@ -6,7 +6,7 @@ import {
   handleKieCallback,
   type KieCallbackOptions,
 } from '../callbacks/kie-callback.js';
-import type { Config } from '../config.js';
+import type { Config, EdgeConfig } from '../config.js';
 import {
   createContext,
   type GatewayServices,
@@ -17,9 +17,11 @@ import { schema } from '../graphql/schema.js';
 import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
+import type { CorsPolicy } from './cors.js';
 import { useValidatedDocumentCache } from './document-cache.js';
 import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
+import { useIntrospectionDisabled } from './introspection.js';
 import { useOperationLimits } from './operation-limits.js';
 import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import type { SseReservations } from './sse-reservations.js';
@@ -36,6 +38,9 @@ export interface YogaOptions {
   logger: Logger;
   isReady: () => Promise<boolean>;
   simulator: KieSimulator | undefined;
+  /** GraphiQL, introspection, CORS and /metrics access. */
+  edge: EdgeConfig;
+  cors: CorsPolicy;
   /** graphql-sse's single connection mode reservations. */
   sseReservations: SseReservations;
   /** Open-stream slots per user and token expiry, for the SSE streams yoga and graphql-sse serve. */
@@ -54,7 +59,10 @@ export function createGatewayYoga(options: YogaOptions) {
   const { services, verifier, simulator } = options;
   const plugins: Plugin[] = [
     ...useHealthRoutes(options.isReady),
-    useMetricsRoute(options.metrics.registry),
+    useMetricsRoute(options.metrics.registry, {
+      token: options.edge.metricsToken,
+      publicWhenNoToken: options.edge.publicMetrics,
+    }),
     useRoute(
       (path) => path.startsWith(CALLBACK_PATH_PREFIX),
       (request, path) => handleKieCallback(request, path, options.callbacks),
@@ -69,6 +77,7 @@ export function createGatewayYoga(options: YogaOptions) {
     useStreamLimits(options.streamLimits),
     ...useOperationLimits(options.limits.query),
   ];
+  if (!options.edge.introspectionEnabled) plugins.push(...useIntrospectionDisabled());
   if (simulator) {
     plugins.push(
       useRoute(
@@ -97,7 +106,8 @@ export function createGatewayYoga(options: YogaOptions) {
     // internet access. The page is large, so it is loaded only when someone opens GraphiQL.
     renderGraphiQL: async (graphiqlOptions) =>
       (await import('@graphql-yoga/render-graphiql')).renderGraphiQL(graphiqlOptions),
-    graphiql: {
+    cors: (request) => options.cors.optionsFor(request),
+    graphiql: options.edge.graphiqlEnabled && {
       title: 'avatar-gateway',
       defaultQuery: exampleOperations,
       subscriptionsProtocol: 'SSE',
