@@ -236,6 +236,63 @@ describe('loadConfig', () => {
 describe('the production edge', () => {
   const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
 
+  it('turns GraphiQL, introspection, public /metrics and CORS off in production, on elsewhere', () => {
+    expect(loadConfig(production).edge).toMatchObject({
+      graphiqlEnabled: false,
+      introspectionEnabled: false,
+      corsOrigins: [],
+      corsCredentials: false,
+      metricsToken: undefined,
+      publicMetrics: false,
+      https: false,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      maxConnections: 20_000,
+    });
+    expect(loadConfig({}).edge).toMatchObject({
+      graphiqlEnabled: true,
+      introspectionEnabled: true,
+      corsOrigins: 'localhost',
+      publicMetrics: true,
+    });
+  });
+
+  it('reads the edge variables', () => {
+    const config = loadConfig({
+      ...production,
+      GRAPHIQL_ENABLED: 'true',
+      INTROSPECTION_ENABLED: '1',
+      CORS_ORIGINS: 'https://app.example.com, http://localhost:3000',
+      CORS_CREDENTIALS: 'true',
+      METRICS_TOKEN: 'a-metrics-token-of-16+',
+      PUBLIC_URL: 'https://gateway.example.com',
+      HTTP_HEADERS_TIMEOUT_MS: '5000',
+      HTTP_REQUEST_TIMEOUT_MS: '15000',
+      HTTP_MAX_CONNECTIONS: '100',
+    });
+    expect(config.edge).toEqual({
+      graphiqlEnabled: true,
+      introspectionEnabled: true,
+      corsOrigins: ['https://app.example.com', 'http://localhost:3000'],
+      corsCredentials: true,
+      metricsToken: 'a-metrics-token-of-16+',
+      publicMetrics: false,
+      https: true,
+      headersTimeoutMs: 5_000,
+      requestTimeoutMs: 15_000,
+      maxConnections: 100,
+    });
+  });
+
+  it.each([
+    ['CORS_ORIGINS', '*'],
+    ['CORS_ORIGINS', 'https://app.example.com/path'],
+    ['GRAPHIQL_ENABLED', 'yes'],
+    ['METRICS_TOKEN', 'short'],
+  ])('refuses %s=%s', (variable, value) => {
+    expect(() => loadConfig({ [variable]: value })).toThrow(variable);
+  });
+
   it('expires unused graphql-sse reservations after 10 s and caps them at 5 per user by default', () => {
     expect(loadConfig({}).sseReservations).toEqual({ ttlMs: 10_000, maxPerUser: 5 });
     const config = loadConfig({ SSE_RESERVATION_TTL_MS: '2000', SSE_MAX_RESERVATIONS_PER_USER: '1' });
