@@ -102,7 +102,7 @@ const envSchema = z.object({
   MAX_QUERY_ALIASES: intFrom(0).default(30),
   MAX_QUERY_DEPTH: intFrom(1).default(12),
   MAX_QUERY_DIRECTIVES: intFrom(0).default(20),
-  MAX_QUERY_COST: intFrom(1).default(10_000),
+  MAX_QUERY_COST: intFrom(1).default(25_000),
   DOCUMENT_CACHE_BYTES: intFrom(0).default(16 * 1024 * 1024),
   MAX_UPDATE_BYTES: intFrom(1024).default(256 * 1024),
   MAX_BUFFERED_BYTES: intFrom(1024).default(1024 * 1024),

@@ -5,6 +5,7 @@ import type { Plugin } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import { createOperationGate } from './operation-gate.js';
+import { capUpdates } from './output-limits.js';
 import { bodyTooLargeResponse, readFetchBody } from './request-body.js';
 import type { SseReservations } from './sse-reservations.js';
 
@@ -15,6 +16,8 @@ export interface GraphQLSSEOptions {
   logger: Logger;
   /** A request body over this is refused with 413, as yoga refuses one on /graphql. */
   maxBodyBytes: number;
+  /** A subscription update serialised larger than this ends the stream with an error. */
+  maxUpdateBytes: number;
 }
 
 /**
@@ -126,7 +129,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
             'subscription'
               ? enveloped.subscribe(args)
               : enveloped.execute(args));
-            if (Symbol.asyncIterator in result) return result;
+            if (Symbol.asyncIterator in result) return capUpdates(result, options.maxUpdateBytes);
             // graphql-sse recognises a result only by its `data` key.
             return { ...result, data: result.data ?? null };
           },

@@ -27,8 +27,9 @@ export interface QueryCostOptions {
 }
 
 /**
- * A cost limit that multiplies by `first:`. Every field costs 1; the fields under a list cost as many times as
- * the list is long: the page size a `first:` above it asked for (a Relay connection's `edges`), or
+ * A cost limit that multiplies by `first:`. Every field costs 1, or its `extensions.cost` (a long string
+ * counts for its length, see src/graphql/cost.ts); the fields under a list cost as many times as the list is
+ * long: the page size a `first:` above it asked for (a Relay connection's `edges`), or
  * `assumedListSize`. A variable `first:` counts as the largest page, so the cost depends on the document alone
  * and a document that passed once passes always (its validation is cached).
  *
@@ -98,13 +99,15 @@ class QueryCost {
     if (node.name.value === '__typename') return 0;
     const field =
       isObjectType(parent) || isInterfaceType(parent) ? parent.getFields()[node.name.value] : undefined;
-    if (!field || !node.selectionSet) return 1;
+    if (!field) return 1;
+    const own = typeof field.extensions.cost === 'number' ? field.extensions.cost : 1;
+    if (!node.selectionSet) return own;
     const asked = this.pageSize(node, field);
     const isList = isListType(getNullableType(field.type));
     const times = isList ? (page ?? this.options.assumedListSize) : 1;
     // A page asked for above is the length of the first list below it (a connection's edges).
     const below = asked ?? (isList ? undefined : page);
-    return 1 + times * this.ofSelections(node.selectionSet, getNamedType(field.type), below);
+    return own + times * this.ofSelections(node.selectionSet, getNamedType(field.type), below);
   }
 
   /** The page a `first:` argument asks for, or undefined when the field takes none. */

@@ -6,7 +6,7 @@ import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js'
 import type { CorsPolicy } from './cors.js';
 import { unavailableError } from './error-masking.js';
 import type { OperationGate, OperationParams } from './operation-gate.js';
-import { exceedsBytes } from './output-limits.js';
+import { exceedsBytes, OUTPUT_LIMIT_EXCEEDED, updateTooLarge } from './output-limits.js';
 import { bodyTooLargeResponse, readNodeBody } from './request-body.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
 import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
@@ -30,9 +30,6 @@ export interface SseTransportOptions {
   /** Every open stream gets a comment this often, as yoga's SSE does (12 s), so proxies keep it open. */
   keepAliveMs?: number;
 }
-
-/** `extensions.code` of the error that ends a stream past an output cap. */
-export const OUTPUT_LIMIT_EXCEEDED = 'OUTPUT_LIMIT_EXCEEDED';
 
 /**
  * GraphQL over SSE in yoga's "distinct connections" mode (`Accept: text/event-stream` on /graphql), served on
@@ -91,9 +88,9 @@ export function createSseTransport(options: SseTransportOptions) {
     };
     const send = (value: ExecutionResult) => res.write(frame(value));
     /** Past either output cap the stream ends with one error naming it, instead of holding the bytes. */
-    const endOverCap = (message: string) => {
+    const endOverCap = (error: GraphQLError) => {
       void iterator.return?.();
-      send({ errors: [new GraphQLError(message, { extensions: { code: OUTPUT_LIMIT_EXCEEDED } })] });
+      send({ errors: [error] });
     };
     keepAlive.add(res);
     left.onGone(() => void iterator.return?.());
@@ -103,12 +100,16 @@ export function createSseTransport(options: SseTransportOptions) {
         if (left.gone) return;
         if (next.done) break;
         if (res.writableLength > options.maxBufferedBytes) {
-          endOverCap('Reader too slow: over MAX_BUFFERED_BYTES unread');
+          endOverCap(
+            new GraphQLError('Reader too slow: over MAX_BUFFERED_BYTES unread', {
+              extensions: { code: OUTPUT_LIMIT_EXCEEDED },
+            }),
+          );
           break;
         }
         const text = frame(next.value);
         if (exceedsBytes(text, options.maxUpdateBytes)) {
-          endOverCap('Update over MAX_UPDATE_BYTES');
+          endOverCap(updateTooLarge());
           break;
         }
         if (!res.write(text)) await drained(res);

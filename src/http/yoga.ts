@@ -47,7 +47,7 @@ export interface YogaOptions {
   streamLimits: StreamLimits;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
-  limits: Pick<Config['limits'], 'maxRequestBodyBytes' | 'query' | 'documentCacheBytes'>;
+  limits: Pick<Config['limits'], 'maxRequestBodyBytes' | 'query' | 'documentCacheBytes' | 'maxUpdateBytes'>;
 }
 
 /** What graphql-ws hands to yoga: the socket was authenticated once, at connection_init. */
@@ -73,6 +73,7 @@ export function createGatewayYoga(options: YogaOptions) {
       reservations: options.sseReservations,
       logger: options.logger,
       maxBodyBytes: options.limits.maxRequestBodyBytes,
+      maxUpdateBytes: options.limits.maxUpdateBytes,
     }),
     useStreamLimits(options.streamLimits),
     ...useOperationLimits(options.limits.query),

@@ -41,7 +41,7 @@ describe('loadConfig', () => {
         maxSocketsPerUser: 100,
         maxSubscriptionsPerSocket: 50,
         maxRequestBodyBytes: 102_400,
-        query: { maxTokens: 2000, maxAliases: 30, maxDepth: 12, maxDirectives: 20, maxCost: 10_000 },
+        query: { maxTokens: 2000, maxAliases: 30, maxDepth: 12, maxDirectives: 20, maxCost: 25_000 },
         documentCacheBytes: 16 * 1024 * 1024,
         maxUpdateBytes: 256 * 1024,
         maxBufferedBytes: 1024 * 1024,

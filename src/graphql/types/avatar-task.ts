@@ -6,6 +6,7 @@ import type { TaskCursor } from '../../tasks/repository.js';
 import type { avatarTaskEventSources, avatarTaskStates } from '../../tasks/states.js';
 import { builder } from '../builder.js';
 import { type GraphQLContext, requireViewer } from '../context.js';
+import { costOfValue } from '../cost.js';
 
 export const AvatarTaskStateEnum = builder.enumType('AvatarTaskState', {
   description: 'Where a task is. SUCCEEDED and FAILED are terminal; a state never moves backwards.',
@@ -48,6 +49,7 @@ const AvatarTaskFailure = builder
       }),
       message: t.exposeString('message', {
         description: "What went wrong, with kie.ai's message when it gave one.",
+        extensions: costOfValue(500),
       }),
     }),
   });
@@ -59,7 +61,11 @@ const AvatarTaskEvent = builder.objectRef<AvatarTaskEventRow>('AvatarTaskEvent')
     source: t.expose('source', { type: AvatarTaskEventSourceEnum, description: 'What caused the change.' }),
     at: t.expose('at', { type: 'DateTime', description: 'When the gateway recorded it.' }),
     version: t.exposeInt('version', { description: "The task's version after this change." }),
-    message: t.exposeString('message', { nullable: true, description: 'Detail, e.g. a failure message.' }),
+    message: t.exposeString('message', {
+      nullable: true,
+      description: 'Detail, e.g. a failure message.',
+      extensions: costOfValue(500),
+    }),
   }),
 });
 
@@ -73,19 +79,32 @@ builder.node(AvatarTask, {
   fields: (t) => ({
     state: t.expose('state', { type: AvatarTaskStateEnum, description: 'Where the task is now.' }),
     model: t.expose('model', { type: AvatarModelEnum, description: 'The model rendering it.' }),
-    imageUrl: t.exposeString('imageUrl', { description: 'The face image, as given.' }),
-    audioUrl: t.exposeString('audioUrl', { description: 'The voice recording, as given.' }),
-    prompt: t.exposeString('prompt', { nullable: true, description: 'Optional guidance for the animation.' }),
+    // Costs as long as the longest input allowed (2,048 and 5,000 characters).
+    imageUrl: t.exposeString('imageUrl', {
+      description: 'The face image, as given.',
+      extensions: costOfValue(2_048),
+    }),
+    audioUrl: t.exposeString('audioUrl', {
+      description: 'The voice recording, as given.',
+      extensions: costOfValue(2_048),
+    }),
+    prompt: t.exposeString('prompt', {
+      nullable: true,
+      description: 'Optional guidance for the animation.',
+      extensions: costOfValue(5_000),
+    }),
     upstreamTaskId: t.exposeString('upstreamTaskId', {
       nullable: true,
       description: "kie.ai's task id, once kie.ai has acknowledged the task.",
     }),
     resultUrls: t.exposeStringList('resultUrls', {
       description: "The generated videos; empty until SUCCEEDED. kie.ai's URLs expire after about 24 hours.",
+      extensions: costOfValue(1_000),
     }),
     videoUrl: t.string({
       nullable: true,
       description: 'The first result URL, for convenience.',
+      extensions: costOfValue(300),
       resolve: (task) => task.resultUrls[0] ?? null,
     }),
     failure: t.field({
