@@ -145,7 +145,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       submitLeaseMs,
       maxPendingSubmits: config.poller.maxPendingSubmits,
     });
-    const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions);
+    const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions, {
+      replayPageSize: config.sinceReplayPageSize,
+    });
     const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
 

@@ -83,6 +83,7 @@ const envSchema = z.object({
   HTTP_HEADERS_TIMEOUT_MS: intFrom(100).default(10_000),
   HTTP_REQUEST_TIMEOUT_MS: intFrom(100).default(30_000),
   HTTP_MAX_CONNECTIONS: intFrom(1).default(20_000),
+  SINCE_REPLAY_PAGE_SIZE: intFrom(1).default(100),
   SSE_RESERVATION_TTL_MS: intFrom(100).default(10_000),
   SSE_MAX_RESERVATIONS_PER_USER: intFrom(1).default(5),
   WS_MAX_PAYLOAD_BYTES: intFrom(1024).default(64 * 1024),
@@ -181,6 +182,8 @@ export interface Config {
   };
   /** What the gateway shows and to whom, at the edge (see README, "Security and limits"). */
   edge: EdgeConfig;
+  /** Tasks a `since:` replay reads from the database at a time. */
+  sinceReplayPageSize: number;
   /** graphql-sse's single connection mode: how long an unused reservation lives, how many a user holds. */
   sseReservations: { ttlMs: number; maxPerUser: number };
   /** What one graphql-ws socket may make the server hold (see websocket.ts). */
@@ -350,6 +353,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       requestTimeoutMs: Math.max(e.HTTP_REQUEST_TIMEOUT_MS, e.HTTP_HEADERS_TIMEOUT_MS),
       maxConnections: e.HTTP_MAX_CONNECTIONS,
     },
+    sinceReplayPageSize: e.SINCE_REPLAY_PAGE_SIZE,
     sseReservations: { ttlMs: e.SSE_RESERVATION_TTL_MS, maxPerUser: e.SSE_MAX_RESERVATIONS_PER_USER },
     webSocket: {
       maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,

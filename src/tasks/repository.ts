@@ -106,6 +106,9 @@ function prepared<T>(query: { prepare(name: string): { execute(): Promise<T> } }
   return query.prepare('avatar_gateway').execute();
 }
 
+/** Tasks one page of a `since` replay reads, unless the caller says. */
+const DEFAULT_REPLAY_PAGE = 100;
+
 /** How often a transition re-reads and re-decides a task that others keep changing before it gives up. */
 const MAX_TRANSITION_ATTEMPTS = 8;
 
@@ -234,13 +237,29 @@ export class TaskRepository {
     return { tasks: rows.slice(0, options.first), hasNextPage: rows.length > options.first };
   }
 
-  /** A user's tasks changed after `since`, oldest change first. */
-  async listUpdatedSince(userId: string, since: Date): Promise<AvatarTaskRow[]> {
+  /**
+   * A page of a user's tasks changed after `since`, oldest change first: at most `limit` of them, after the
+   * task `afterId` changed at exactly `since` when given (the last of the previous page), so that a replay of
+   * thousands of tasks is read a page at a time.
+   */
+  async listUpdatedSince(
+    userId: string,
+    since: Date,
+    page: { afterId?: string | undefined; limit: number } = { limit: DEFAULT_REPLAY_PAGE },
+  ): Promise<AvatarTaskRow[]> {
+    const after =
+      page.afterId === undefined
+        ? gt(avatarTasks.updatedAt, since)
+        : or(
+            gt(avatarTasks.updatedAt, since),
+            and(eq(avatarTasks.updatedAt, since), gt(avatarTasks.id, page.afterId)),
+          );
     return this.db
       .select()
       .from(avatarTasks)
-      .where(and(eq(avatarTasks.userId, userId), gt(avatarTasks.updatedAt, since)))
-      .orderBy(asc(avatarTasks.updatedAt), asc(avatarTasks.id));
+      .where(and(eq(avatarTasks.userId, userId), after))
+      .orderBy(asc(avatarTasks.updatedAt), asc(avatarTasks.id))
+      .limit(page.limit);
   }
 
   async listEvents(taskId: string): Promise<AvatarTaskEventRow[]> {

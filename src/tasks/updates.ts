@@ -20,6 +20,14 @@ interface StreamDependencies {
   repository: TaskRepository;
   dispatcher: SignalDispatcher;
   openStreams: OpenStreamsGauge;
+  /** Tasks a `since` replay reads at a time (SINCE_REPLAY_PAGE_SIZE). */
+  replayPageSize: number;
+}
+
+/** Where a replay goes on from: tasks changed after `since`, or at `since` after `afterId`. */
+interface ReplayCursor {
+  since: Date;
+  afterId: string | undefined;
 }
 
 /**
@@ -33,8 +41,14 @@ export class TaskUpdates {
     repository: TaskRepository,
     dispatcher: SignalDispatcher,
     openStreams: OpenStreamsGauge = { inc() {}, dec() {} },
+    options: { replayPageSize?: number } = {},
   ) {
-    this.dependencies = { repository, dispatcher, openStreams };
+    this.dependencies = {
+      repository,
+      dispatcher,
+      openStreams,
+      replayPageSize: options.replayPageSize ?? 100,
+    };
   }
 
   /** One task: its current state, then each change, ending after a terminal state. */
@@ -113,8 +127,11 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private readonly sentVersions = new Map<string, number>();
   private readonly changedIds = new Set<string>();
   private readonly startedAt = Date.now();
-  /** First the replay of `since`, later a re-read after signals may have been lost. */
-  private replayFrom: Date | undefined;
+  /**
+   * First the replay of `since`, later a re-read after signals may have been lost: read a page per pull, so a
+   * reader that stops reading holds one page, not every task it asked for.
+   */
+  private replay: ReplayCursor | undefined;
 
   constructor(
     private readonly dependencies: StreamDependencies,
@@ -122,7 +139,7 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
     since: Date | undefined,
   ) {
     super(since !== undefined);
-    this.replayFrom = since;
+    this.replay = since === undefined ? undefined : { since, afterId: undefined };
     dependencies.dispatcher.watchUser(userId, this);
     dependencies.openStreams.inc();
   }
@@ -135,7 +152,7 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   }
 
   onResync(): void {
-    this.replayFrom = new Date(this.startedAt - CLOCK_SKEW_MS);
+    this.replay = { since: new Date(this.startedAt - CLOCK_SKEW_MS), afterId: undefined };
     this.changed();
   }
 
@@ -146,11 +163,22 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
       this.sentVersions.set(task.id, task.version);
       items.push(task);
     };
-    const { repository } = this.dependencies;
-    if (this.replayFrom) {
-      const from = this.replayFrom;
-      this.replayFrom = undefined;
-      for (const task of await repository.listUpdatedSince(this.userId, from)) take(task);
+    const { repository, replayPageSize } = this.dependencies;
+    if (this.replay) {
+      const cursor = this.replay;
+      const page = await repository.listUpdatedSince(this.userId, cursor.since, {
+        afterId: cursor.afterId,
+        limit: replayPageSize,
+      });
+      const last = page.at(-1);
+      // A resync may have restarted the replay meanwhile; it wins.
+      if (this.replay === cursor) {
+        this.replay =
+          last && page.length === replayPageSize ? { since: last.updatedAt, afterId: last.id } : undefined;
+      }
+      for (const task of page) take(task);
+      // More to read: on the consumer's next pull, not now.
+      if (this.replay) this.changed();
     }
     const ids = [...this.changedIds];
     this.changedIds.clear();

@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { inArray } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/connection.js';
-import type { AvatarTaskRow } from '../../src/db/schema.js';
+import { type AvatarTaskRow, avatarTasks } from '../../src/db/schema.js';
 import { InProcessEventBus } from '../../src/events/bus.js';
 import { SignalDispatcher } from '../../src/events/dispatcher.js';
 import { TaskRepository } from '../../src/tasks/repository.js';
@@ -155,5 +156,51 @@ describe.each(databaseKinds())('task streams on %s', (kind) => {
     const pending = stream.next();
     await stream.return?.(undefined);
     expect(await pending).toMatchObject({ done: true });
+  });
+  /**
+   * seen 7 (replay). Limit proved: a `since` replay reads SINCE_REPLAY_PAGE_SIZE tasks at a time, the next
+   * page only once the consumer has taken the previous one, never every matching task at once: tasks that
+   * stop matching while the consumer holds the first page are never delivered.
+   */
+  it('replays `since` a page at a time, oldest change first, each task once', async () => {
+    const paged = new TaskUpdates(repository, new SignalDispatcher(bus), undefined, { replayPageSize: 10 });
+    const userId = `user-${randomUUID()}`;
+    const since = new Date(Date.now() - 1_000);
+    const tasks: AvatarTaskRow[] = [];
+    for (let index = 0; index < 25; index++) tasks.push(await insertTask(userId));
+
+    const everything = paged.watchUser(userId, since);
+    const all: string[] = [];
+    for (let index = 0; index < 25; index++) all.push(((await everything.next()).value as AvatarTaskRow).id);
+    await everything.return?.();
+    const oldestFirst = [...tasks].sort(
+      (a, b) => a.updatedAt.getTime() - b.updatedAt.getTime() || a.id.localeCompare(b.id),
+    );
+    expect(all).toEqual(oldestFirst.map((task) => task.id));
+
+    const stream = paged.watchUser(userId, since);
+    const first = (await stream.next()).value as AvatarTaskRow;
+    expect(first.id).toBe(oldestFirst[0]?.id);
+    // Past the first page, every task now belongs to someone else.
+    await handle.db
+      .update(avatarTasks)
+      .set({ userId: `${userId}-moved` })
+      .where(
+        inArray(
+          avatarTasks.id,
+          oldestFirst.slice(10).map((task) => task.id),
+        ),
+      );
+    const delivered = [first.id];
+    for (;;) {
+      const next = await Promise.race([
+        stream.next(),
+        new Promise<'idle'>((resolve) => setTimeout(() => resolve('idle'), 500)),
+      ]);
+      if (next === 'idle' || next.done) break;
+      delivered.push(next.value.id);
+    }
+    await stream.return?.();
+    expect(delivered).toEqual(oldestFirst.slice(0, 10).map((task) => task.id));
   });
 });
