@@ -293,6 +293,11 @@ describe('the production edge', () => {
     expect(() => loadConfig({ [variable]: value })).toThrow(variable);
   });
 
+  it('pages since replays by 100 tasks unless SINCE_REPLAY_PAGE_SIZE says', () => {
+    expect(loadConfig({}).sinceReplayPageSize).toBe(100);
+    expect(loadConfig({ SINCE_REPLAY_PAGE_SIZE: '20' }).sinceReplayPageSize).toBe(20);
+  });
+
   it('expires unused graphql-sse reservations after 10 s and caps them at 5 per user by default', () => {
     expect(loadConfig({}).sseReservations).toEqual({ ttlMs: 10_000, maxPerUser: 5 });
     const config = loadConfig({ SSE_RESERVATION_TTL_MS: '2000', SSE_MAX_RESERVATIONS_PER_USER: '1' });
