@@ -14,7 +14,8 @@ export class SseKeepAlive {
 
   constructor(intervalMs = 12_000) {
     const rounds = new SlicedRounds<ServerResponse>(intervalMs, (res) => {
-      if (!res.writableNeedDrain) res.write(':\n\n');
+      // An ended stream may stay open a while (a slow reader taking its backlog): nothing more is written.
+      if (!res.writableNeedDrain && !res.writableEnded) res.write(':\n\n');
     });
     this.rounds = rounds;
     this.onClose = function (this: ServerResponse) {

@@ -94,12 +94,16 @@ export function createSseTransport(options: SseTransportOptions) {
     };
     keepAlive.add(res);
     left.onGone(() => void iterator.return?.());
+    let stalled = false;
     try {
       for (;;) {
         const next = await iterator.next();
         if (left.gone) return;
         if (next.done) break;
+        // Not a wait for 'drain': a reader that stops reading would hold the stream, its slot and an update
+        // for as long as it stays open. Its backlog grows by one update per change until past the cap.
         if (res.writableLength > options.maxBufferedBytes) {
+          stalled = true;
           endOverCap(
             new GraphQLError('Reader too slow: over MAX_BUFFERED_BYTES unread', {
               extensions: { code: OUTPUT_LIMIT_EXCEEDED },
@@ -112,14 +116,21 @@ export function createSseTransport(options: SseTransportOptions) {
           endOverCap(updateTooLarge());
           break;
         }
-        if (!res.write(text)) await drained(res);
+        res.write(text);
       }
     } catch (error) {
       // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
       if (left.gone) return;
       send({ errors: [locatedError(error, undefined)] });
     }
-    if (!left.gone) res.end('event: complete\ndata:\n\n');
+    if (left.gone) return;
+    res.end('event: complete\ndata:\n\n');
+    // A reader that does not read would keep the backlog in this process: a moment to take it, then it goes.
+    if (stalled) {
+      const timer = setTimeout(() => res.destroy(), STALLED_READER_GRACE_MS);
+      timer.unref();
+      res.once('close', () => clearTimeout(timer));
+    }
   }
 
   return {
@@ -221,6 +232,9 @@ export function createSseTransport(options: SseTransportOptions) {
   }
 }
 
+/** How long a reader past MAX_BUFFERED_BYTES has to take its backlog after the end, before it is cut. */
+const STALLED_READER_GRACE_MS = 5_000;
+
 /** start()'s answer when the user's open-stream slots are all taken. */
 const TOO_MANY_STREAMS = Symbol('too many streams');
 
@@ -300,16 +314,4 @@ function clientLeft(res: ServerResponse): ClientLeft {
       else res.once('close', listener);
     },
   };
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type ProductionStack, startProductionStack } from '../helpers/attack.js';
@@ -18,6 +19,7 @@ import {
 const aliases = (count: number, field: string) =>
   Array.from({ length: count }, (_, index) => `a${index}: ${field}`).join(' ');
 const LONG_PROMPT = 'p'.repeat(5_000);
+const METRICS_TOKEN = 'attack-suite-metrics-token';
 
 interface Answer {
   status: number;
@@ -196,7 +198,7 @@ describe('seen 3: a paused reader', () => {
 
   beforeAll(async () => {
     stack = await startProductionStack(
-      { MAX_BUFFERED_BYTES: '65536', KIE_MAX_CREATES_PER_10S: '200' },
+      { MAX_BUFFERED_BYTES: '65536', KIE_MAX_CREATES_PER_10S: '200', METRICS_TOKEN },
       { stepMs: 300, createDelayMs: 200 },
     );
   });
@@ -241,4 +243,46 @@ describe('seen 3: a paused reader', () => {
     (socket as unknown as { _socket: { resume(): void } })._socket.resume();
     expect(await closed).toEqual({ code: 4420, reason: 'Reader too slow: over MAX_BUFFERED_BYTES unread' });
   });
+
+  it('MAX_BUFFERED_BYTES: an SSE reader that stops reading is ended, its subscription let go', async () => {
+    const user = 'drowsy';
+    const { url } = stack.gateway;
+    const active = async () => {
+      const response = await fetch(`${url}/metrics`, {
+        headers: { authorization: `Bearer ${METRICS_TOKEN}` },
+      });
+      const line = (await response.text())
+        .split('\n')
+        .find((row) => row.startsWith('avatar_gateway_active_subscriptions '));
+      return Number(line?.split(' ')[1] ?? Number.NaN);
+    };
+    await expect.poll(active, { timeout: 10_000 }).toBe(0);
+    const body = JSON.stringify({ query: `subscription { avatarTaskUpdated { ${aliases(20, 'prompt')} } }` });
+    const { hostname, port } = new URL(url);
+    const socket = connect(Number(port), hostname);
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      `POST /graphql HTTP/1.1\r\nhost: ${hostname}:${port}\r\naccept: text/event-stream\r\n` +
+        `content-type: application/json\r\nauthorization: Bearer ${await signToken(user)}\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    // Read the answer's head, then never again: about 100 KB an update, three updates a task, until far more
+    // than the kernel's buffers take.
+    const head = await new Promise<string>((resolve) =>
+      socket.once('data', (chunk) => resolve(String(chunk))),
+    );
+    socket.pause();
+    expect(head).toMatch(/^HTTP\/1.1 200/);
+    try {
+      await expect.poll(active, { timeout: 10_000 }).toBe(1);
+      for (let index = 0; index < 30; index++) {
+        await createTaskOk(stack.gateway, sampleInput({ prompt: LONG_PROMPT }), user);
+      }
+      // The gateway let the stream go although its reader never read a byte.
+      await expect.poll(active, { timeout: 20_000, interval: 200 }).toBe(0);
+    } finally {
+      socket.destroy();
+    }
+  }, 60_000);
 });
