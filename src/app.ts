@@ -174,6 +174,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       workTimeoutMs: config.poller.workTimeoutMs,
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
+    if (!config.edge.metricsToken && !config.edge.publicMetrics) {
+      logger.warn('METRICS_TOKEN is not set: /metrics is not served (set it to scrape with a bearer token)');
+    }
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,

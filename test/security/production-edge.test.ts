@@ -174,6 +174,19 @@ describe('configured edge', () => {
     for (const origin of ['https://evil.example', 'null', 'https://app.example.com.evil.example']) {
       expect(corsHeaders((await post(gateway, '{ viewer { id } }', { origin })).response)).toEqual({});
     }
+    const preflight = await fetch(gateway.graphqlUrl, {
+      method: 'OPTIONS',
+      headers: {
+        origin: APP_ORIGIN,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization, content-type',
+      },
+    });
+    expect(corsHeaders(preflight)).toMatchObject({
+      'access-control-allow-origin': APP_ORIGIN,
+      'access-control-allow-methods': 'POST',
+      'access-control-allow-headers': 'authorization, content-type',
+    });
     expect(await upgrade(gateway, APP_ORIGIN)).toBe(101);
     expect(await upgrade(gateway, 'https://evil.example')).toBe(403);
   });
