@@ -13,6 +13,7 @@ import { DeadlineClock } from './http/deadline-clock.js';
 import { OpenStreams } from './http/open-streams.js';
 import { createOperationGate } from './http/operation-gate.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
+import { RequestTracker } from './http/request-tracker.js';
 import { createSecurityHeaders } from './http/security-headers.js';
 import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
@@ -21,6 +22,7 @@ import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
 import { createLogger, safeLogger } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { Poller } from './poller/poller.js';
+import { drain, type ShutdownReport } from './shutdown.js';
 import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
@@ -46,17 +48,24 @@ export interface RunningApp {
   service: TaskService;
   poller: Poller;
   database: DatabaseHandle;
-  stop(): Promise<void>;
+  /**
+   * A draining stop (SIGTERM): /readyz answers 503 at once, in-flight requests and kie submits finish,
+   * streams and sockets close, leases are released; it never takes longer than `deadlineMs`
+   * (SHUTDOWN_TIMEOUT_MS by default). Calling it again returns the same stop.
+   */
+  stop(deadlineMs?: number): Promise<ShutdownReport>;
 }
 
 /** Wires everything and starts listening; `stop` undoes it in reverse. Nothing here exits the process. */
 export async function startApp(config: Config, options: AppOptions = {}): Promise<RunningApp> {
   const logger = options.logger ? safeLogger(options.logger) : createLogger(config.logLevel);
+  // Undone in reverse if the start fails half way; a started app stops through `drain` instead.
   const cleanup: Array<() => Promise<void> | void> = [];
-  const stop = async () => {
+  const undoStart = async () => {
     for (const step of cleanup.reverse()) await step();
     cleanup.length = 0;
   };
+  let draining = false;
   try {
     const database =
       options.database ??
@@ -88,6 +97,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       connectionsCheckingInterval: Math.min(1_000, config.edge.headersTimeoutMs),
     });
     server.maxConnections = config.edge.maxConnections;
+    const requests = new RequestTracker(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
@@ -191,6 +201,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       logger,
       // Not ready while any of the three is unwell: a ready gateway must be able to store, hear and poll.
       isReady: async () => {
+        // A draining instance takes no new work: load balancers stop sending it any at once.
+        if (draining) return false;
         await database.ping();
         return bus.healthy() && poller.healthy();
       },
@@ -240,6 +252,33 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     poller.start();
     cleanup.push(() => poller.stop());
 
+    let stopping: Promise<ShutdownReport> | undefined;
+    const stop = (deadlineMs = config.shutdownTimeoutMs) => {
+      draining = true;
+      stopping ??= drain(
+        {
+          server,
+          requests,
+          endSseStreams: () => sse.close(),
+          stopPoller: () => poller.stop(),
+          releasePollerLeases: () => poller.releaseLeases(),
+          submitsSettled: () => service.settled(),
+          closeSockets: () => sockets.close(),
+          pingDatabase: () => database.ping(),
+          release: [
+            { name: 'stream deadlines', run: () => streamLimits.clock.stop() },
+            { name: 'kie client', run: () => kie.close() },
+            ...(simulator ? [{ name: 'simulator', run: () => simulator.close() }] : []),
+            { name: 'event bus', run: () => bus.close() },
+            ...(options.database ? [] : [{ name: 'database', run: () => database.close() }]),
+          ],
+        },
+        deadlineMs,
+        logger,
+      );
+      return stopping;
+    };
+
     return {
       url: localUrl,
       publicUrl,
@@ -252,7 +291,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       stop,
     };
   } catch (error) {
-    await stop();
+    await undoStart();
     throw error;
   }
 }

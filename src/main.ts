@@ -2,6 +2,9 @@ import { startApp } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 
 // The only module that exits the process.
+
+/** What the process keeps back from SHUTDOWN_TIMEOUT_MS for its last log lines and its exit. */
+const EXIT_MARGIN_MS = 500;
 let config: ReturnType<typeof loadConfig>;
 try {
   config = loadConfig();
@@ -34,9 +37,33 @@ try {
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: stopping`);
-    await app.stop();
-    process.exit(0);
+    const deadlineMs = config.shutdownTimeoutMs;
+    console.log(`${signal}: draining, exiting within ${deadlineMs} ms`);
+    // While draining, a stray rejection (a query on a connection torn down under it) must not cut the drain
+    // short: it is logged and makes the exit non-zero instead.
+    let strayErrors = 0;
+    process.on('unhandledRejection', (reason) => {
+      strayErrors += 1;
+      console.error(`unhandled rejection while draining: ${String((reason as Error)?.message ?? reason)}`);
+    });
+    // The backstop: whatever hangs, the process is gone by the deadline. The drain itself ends a little
+    // earlier, so this fires only if something outside it does not let go.
+    setTimeout(() => {
+      console.error(`shutdown did not finish within ${deadlineMs} ms; exiting`);
+      process.exit(1);
+    }, deadlineMs).unref();
+    const report = await app.stop(Math.max(1, deadlineMs - EXIT_MARGIN_MS)).catch((error: unknown) => ({
+      clean: false,
+      problems: [String((error as Error)?.message ?? error)],
+      ms: 0,
+    }));
+    const problems = [
+      ...report.problems,
+      ...(strayErrors > 0 ? [`${strayErrors} unhandled rejection(s)`] : []),
+    ];
+    if (problems.length === 0) console.log(`stopped cleanly in ${report.ms} ms`);
+    else console.error(`stopped in ${report.ms} ms, with problems: ${problems.join('; ')}`);
+    process.exit(problems.length === 0 ? 0 : 1);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

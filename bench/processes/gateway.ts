@@ -9,7 +9,11 @@ import { benchEnv, reportFailure, reportReady } from '../lib/child.js';
 
 try {
   const app = await startApp(loadConfig(benchEnv()));
-  reportReady(app.url, { stop: () => app.stop() });
+  reportReady(app.url, {
+    stop: async () => {
+      await app.stop();
+    },
+  });
 } catch (error) {
   reportFailure(error);
 }

@@ -174,6 +174,11 @@ export class Poller {
     return due.length;
   }
 
+  /** Gives up the leases of tasks still being worked (a stop that could not wait), for another instance. */
+  async releaseLeases(): Promise<void> {
+    await this.options.repository.releaseLeases([...this.leased]);
+  }
+
   /** Resolves when every task leased so far has been worked. */
   async settled(): Promise<void> {
     await Promise.all([...this.inFlight, ...this.submitting]);

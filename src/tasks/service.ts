@@ -111,6 +111,7 @@ export type SettledListener = (task: AvatarTaskRow, source: AvatarTaskEventSourc
  */
 export class TaskService {
   private readonly settledListeners = new Set<SettledListener>();
+  private readonly submitting = new Set<Promise<unknown>>();
 
   constructor(private readonly options: TaskServiceOptions) {}
 
@@ -184,7 +185,18 @@ export class TaskService {
       { ...createWindow, leaseMs: submitLeaseMs },
       only === undefined ? {} : { only },
     );
-    return claimed.map((task) => this.send(task, source));
+    return claimed.map((task) => this.track(this.send(task, source)));
+  }
+
+  /** Resolves when every submit in flight has its outcome recorded: a draining stop waits for it. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.submitting]);
+  }
+
+  private track<T>(submitting: Promise<T>): Promise<T> {
+    this.submitting.add(submitting);
+    void submitting.finally(() => this.submitting.delete(submitting)).catch(() => {});
+    return submitting;
   }
 
   /**

@@ -1,0 +1,97 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TEST_JWT_SECRET } from '../helpers/gateway.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface GatewayProcess {
+  url: string;
+  graphqlUrl: string;
+  wsUrl: string;
+  child: ChildProcess;
+  /** Everything the process wrote, stdout and stderr together. */
+  output(): string;
+  /** Resolves with the exit code (or the signal that ended it) and when, performance.now(). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  /** Ends it for good (SIGKILL) if it still runs. */
+  kill(): void;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * The gateway as production runs it: `tsx src/main.ts` in its own process, configured only through its
+ * environment (NODE_ENV=production, HS256 auth with the test secret, a standalone kie at `kieUrl`), so a test
+ * can signal it, kill it, and time its exit.
+ */
+export async function startGatewayProcess(options: {
+  databaseUrl: string;
+  kieUrl: string;
+  env?: Record<string, string>;
+}): Promise<GatewayProcess> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH ?? '',
+      NODE_ENV: 'production',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      PUBLIC_URL: url,
+      DATA_DIR: await mkdtemp(path.join(tmpdir(), 'avatar-gateway-process-')),
+      DATABASE_URL: options.databaseUrl,
+      KIE_API_URL: options.kieUrl,
+      KIE_API_KEY: 'test-kie-key',
+      AUTH_JWT_SECRET: TEST_JWT_SECRET,
+      LOG_LEVEL: 'warn',
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk) => {
+    output += chunk;
+  });
+  child.stderr?.on('data', (chunk) => {
+    output += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal, at: performance.now() })),
+  );
+  const gateway: GatewayProcess = {
+    url,
+    graphqlUrl: `${url}/graphql`,
+    wsUrl: `ws://127.0.0.1:${port}/graphql`,
+    child,
+    output: () => output,
+    exited,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the gateway exited at start:\n${output}`);
+    const ready = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+      (response) => response.status === 200,
+      () => false,
+    );
+    if (ready) return gateway;
+    if (Date.now() > deadline) {
+      gateway.kill();
+      throw new Error(`the gateway did not get ready within 60 s:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
