@@ -22,7 +22,7 @@ import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
 import { createLogger, safeLogger } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { Poller } from './poller/poller.js';
-import { drain, type ShutdownReport } from './shutdown.js';
+import { type DrainOptions, drain, type ShutdownReport } from './shutdown.js';
 import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
@@ -53,7 +53,7 @@ export interface RunningApp {
    * streams and sockets close, leases are released; it never takes longer than `deadlineMs`
    * (SHUTDOWN_TIMEOUT_MS by default). Calling it again returns the same stop.
    */
-  stop(deadlineMs?: number): Promise<ShutdownReport>;
+  stop(options?: Partial<DrainOptions>): Promise<ShutdownReport>;
 }
 
 /** Wires everything and starts listening; `stop` undoes it in reverse. Nothing here exits the process. */
@@ -253,7 +253,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     cleanup.push(() => poller.stop());
 
     let stopping: Promise<ShutdownReport> | undefined;
-    const stop = (deadlineMs = config.shutdownTimeoutMs) => {
+    const stop = (drainOptions: Partial<DrainOptions> = {}) => {
       draining = true;
       stopping ??= drain(
         {
@@ -273,7 +273,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
             ...(options.database ? [] : [{ name: 'database', run: () => database.close() }]),
           ],
         },
-        deadlineMs,
+        { deadlineMs: config.shutdownTimeoutMs, ...drainOptions },
         logger,
       );
       return stopping;

@@ -5,6 +5,8 @@ import { ConfigError, loadConfig } from './config.js';
 
 /** What the process keeps back from SHUTDOWN_TIMEOUT_MS for its last log lines and its exit. */
 const EXIT_MARGIN_MS = 500;
+/** After a signal, the listening socket stays open this long (see DrainOptions.listenGraceMs). */
+const LISTEN_GRACE_MS = 1_000;
 let config: ReturnType<typeof loadConfig>;
 try {
   config = loadConfig();
@@ -52,11 +54,13 @@ try {
       console.error(`shutdown did not finish within ${deadlineMs} ms; exiting`);
       process.exit(1);
     }, deadlineMs).unref();
-    const report = await app.stop(Math.max(1, deadlineMs - EXIT_MARGIN_MS)).catch((error: unknown) => ({
-      clean: false,
-      problems: [String((error as Error)?.message ?? error)],
-      ms: 0,
-    }));
+    const report = await app
+      .stop({ deadlineMs: Math.max(1, deadlineMs - EXIT_MARGIN_MS), listenGraceMs: LISTEN_GRACE_MS })
+      .catch((error: unknown) => ({
+        clean: false,
+        problems: [String((error as Error)?.message ?? error)],
+        ms: 0,
+      }));
     const problems = [
       ...report.problems,
       ...(strayErrors > 0 ? [`${strayErrors} unhandled rejection(s)`] : []),

@@ -32,14 +32,22 @@ export interface DrainableParts {
   release: Array<{ name: string; run: () => Promise<void> | void }>;
 }
 
-/** How long the listening socket stays open after the signal (see `drain`). */
-const LISTEN_GRACE_MS = 1_000;
-
 /** The last look at the database, before closing it. */
 const PING_BUDGET_MS = 1_000;
 
 /** Time kept back from the in-flight work for the steps after it (leases, bus, database). */
 const RELEASE_RESERVE_MS = 3_000;
+
+export interface DrainOptions {
+  deadlineMs: number;
+  /**
+   * How long the listening socket stays open after the drain begins. Connections the kernel has accepted but
+   * a busy event loop has not yet picked up are reset unanswered the moment it closes; a process that was
+   * signalled keeps it open a moment, while /readyz already says 503 (which is also what a load balancer
+   * needs to stop sending new connections).
+   */
+  listenGraceMs?: number;
+}
 
 /**
  * A draining stop, within `deadlineMs`: no new connections, event streams ended (their clients reconnect
@@ -49,9 +57,10 @@ const RELEASE_RESERVE_MS = 3_000;
  */
 export async function drain(
   parts: DrainableParts,
-  deadlineMs: number,
+  options: DrainOptions,
   logger: Logger,
 ): Promise<ShutdownReport> {
+  const { deadlineMs, listenGraceMs = 0 } = options;
   const started = Date.now();
   const deadline = started + deadlineMs;
   const problems: string[] = [];
@@ -73,10 +82,7 @@ export async function drain(
   // net.Server's close, not http.Server's: it stops listening without closing idle kept-alive connections,
   // on which a request may already be on its way; those are answered, then closed.
   parts.requests.closeConnectionsAfterAnswers();
-  // Connections the kernel has accepted but a busy event loop has not yet picked up would be reset unanswered
-  // the moment the listening socket closes: it closes a moment later, while /readyz already says 503 (which
-  // is also what a load balancer needs to stop sending new connections).
-  const serverClosed = sleep(Math.min(LISTEN_GRACE_MS, deadlineMs / 10)).then(
+  const serverClosed = sleep(Math.min(listenGraceMs, deadlineMs / 10)).then(
     () => new Promise<void>((resolve) => net.Server.prototype.close.call(parts.server, () => resolve())),
   );
   const pollerStopped = parts.stopPoller();
