@@ -194,6 +194,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         service,
         hmacKey: config.kie.webhookHmacKey,
         seenSignatures: new SeenSignatures(database.db, logger),
+        confirmCallbacks: config.kie.confirmCallbacks,
         logger,
         metrics,
       },

@@ -50,6 +50,7 @@ const envSchema = z.object({
   KIE_API_URL: url.default('https://api.kie.ai'),
   KIE_UPLOAD_URL: url.default('https://kieai.redpandaai.co'),
   KIE_WEBHOOK_HMAC_KEY: z.string().min(1).optional(),
+  CONFIRM_CALLBACKS: z.enum(['true', 'false'], { error: 'must be true or false' }).optional(),
   AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (HS256 needs 256 bits)').optional(),
   AUTH_JWKS_URL: url.optional(),
   AUTH_JWT_ISSUER: z.string().min(1).optional(),
@@ -127,6 +128,8 @@ export interface Config {
     apiUrl: string;
     uploadUrl: string;
     webhookHmacKey: string | undefined;
+    /** A success callback is checked with one recordInfo before its result is stored. */
+    confirmCallbacks: boolean;
     requestTimeoutMs: number;
     /** A create's wait for kie's answer; past it the outcome is unknown. */
     createTimeoutMs: number;
@@ -293,6 +296,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       apiUrl: e.KIE_API_URL.replace(/\/+$/, ''),
       uploadUrl: e.KIE_UPLOAD_URL.replace(/\/+$/, ''),
       webhookHmacKey: e.KIE_WEBHOOK_HMAC_KEY,
+      // Without a signature nothing but the URL's secret vouches for a callback's body.
+      confirmCallbacks: e.CONFIRM_CALLBACKS ? e.CONFIRM_CALLBACKS === 'true' : !e.KIE_WEBHOOK_HMAC_KEY,
       requestTimeoutMs: e.KIE_REQUEST_TIMEOUT_MS,
       createTimeoutMs: e.KIE_CREATE_TIMEOUT_MS,
       connectTimeoutMs: e.KIE_CONNECT_TIMEOUT_MS,

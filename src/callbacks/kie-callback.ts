@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Metrics } from '../metrics.js';
 import { UpstreamTaskMismatchError } from '../tasks/errors.js';
 import type { TaskService } from '../tasks/service.js';
+import { KieError } from '../upstream/errors.js';
 import { parseUpstreamRecord, UpstreamRecordError } from '../upstream/record.js';
 import type { SeenSignatures } from './seen-signatures.js';
 
@@ -19,6 +20,8 @@ export interface KieCallbackOptions {
   hmacKey: string | undefined;
   /** With an HMAC key, where signatures already used are remembered, so a replayed one changes nothing. */
   seenSignatures: SeenSignatures;
+  /** A success callback is confirmed with one recordInfo, and kie's answer is what is stored. */
+  confirmCallbacks: boolean;
   logger: Logger;
   metrics: Metrics;
   now?: () => number;
@@ -74,8 +77,9 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
         return reply(200, 'duplicate: this signature was already used; nothing changed');
       }
     }
+    const applied = options.confirmCallbacks ? await service.confirmed(snapshot) : snapshot;
     // The row just read is where the transition starts; it reads again only if the task changed meanwhile.
-    const result = await service.applyUpstream(task, snapshot, 'CALLBACK');
+    const result = await service.applyUpstream(task, applied, 'CALLBACK');
     logger.info(
       { taskId, upstreamTaskId: snapshot.upstreamTaskId, state: snapshot.state, changed: result?.changed },
       'kie callback',
@@ -83,6 +87,9 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
     return reply(200, result?.changed ? 'applied' : 'nothing to change');
   } catch (error) {
     if (error instanceof UpstreamTaskMismatchError) return reply(401, 'callback is for another task');
+    if (error instanceof KieError && error.kind === 'rejected') {
+      return reply(401, 'kie does not confirm this callback');
+    }
     if (signature !== undefined) await options.seenSignatures.forget(signature).catch(() => {});
     logger.error({ err: error, taskId }, 'callback could not be stored');
     return reply(503, 'could not store the callback; retry later');

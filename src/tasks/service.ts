@@ -342,6 +342,16 @@ export class TaskService {
     });
   }
 
+  /**
+   * What kie itself says about a task a callback reports as succeeded: one recordInfo, so a forged success
+   * body (its URL secret leaked, no signature to check) cannot store a result kie never made. Other states
+   * are taken as they are: they store no result, and the poller checks them anyway.
+   */
+  async confirmed(snapshot: UpstreamSnapshot): Promise<UpstreamSnapshot> {
+    if (snapshot.state !== 'success') return snapshot;
+    return this.options.kie.recordInfo(snapshot.upstreamTaskId);
+  }
+
   async fail(
     id: string,
     source: AvatarTaskEventSource,

@@ -50,6 +50,18 @@ describe('loadConfig', () => {
     });
   });
 
+  it('confirms success callbacks by default only without an HMAC key, unless CONFIRM_CALLBACKS says', () => {
+    expect(loadConfig({}).kie.confirmCallbacks).toBe(true);
+    expect(loadConfig({ KIE_WEBHOOK_HMAC_KEY: 'k' }).kie.confirmCallbacks).toBe(false);
+    expect(loadConfig({ KIE_WEBHOOK_HMAC_KEY: 'k', CONFIRM_CALLBACKS: 'true' }).kie.confirmCallbacks).toBe(
+      true,
+    );
+    expect(loadConfig({ CONFIRM_CALLBACKS: 'false' }).kie.confirmCallbacks).toBe(false);
+    expect(() => loadConfig({ CONFIRM_CALLBACKS: 'yes' })).toThrow(
+      'Invalid configuration: CONFIRM_CALLBACKS must be true or false',
+    );
+  });
+
   it('reads the per-user quotas, and refuses a zero cap with the variable named', () => {
     const config = loadConfig({ MAX_ACTIVE_TASKS_PER_USER: '3', MAX_CREATES_PER_USER_PER_HOUR: '7' });
     expect(config.quotas).toEqual({ maxActiveTasksPerUser: 3, maxCreatesPerUserPerHour: 7 });
