@@ -64,6 +64,12 @@ export type QuotaInsertOutcome =
   /** A cap is full; `resetsAt` is when the hourly one frees a create (unknown for unfinished tasks). */
   | { kind: 'quota'; quota: QuotaName; limit: number; resetsAt: Date | undefined };
 
+/** A queued task this instance may now send, and the slot in kie's window it holds. */
+export interface ClaimedSubmit {
+  task: AvatarTaskRow;
+  slotId: string;
+}
+
 /** kie's account limit on creates: at most `maxCreates` sent in any `windowMs`, by all instances together. */
 export interface CreateWindow {
   maxCreates: number;
@@ -83,11 +89,6 @@ const HOUR_MS = 3_600_000;
 // Advisory lock keys. Quotas lock one user (class + hash of the id); the create window is one lock for all.
 const QUOTA_LOCK_CLASS = 4_201_338;
 const CREATE_WINDOW_LOCK_CLASS = 4_201_339;
-/**
- * A slot is taken just before its request leaves, and requests reach kie after varying delays; counting each
- * slot this much longer than kie's window keeps kie's own count, taken at arrival, within the limit.
- */
-const SEND_SPREAD_MS = 500;
 /** How long who was served is remembered, so a user just served does not win the next tie. */
 const FAIRNESS_MEMORY_MS = 600_000;
 /** `ms` before now by the database's clock, so instances whose clocks differ still count one window. */
@@ -442,12 +443,15 @@ export class TaskRepository {
   async claimQueuedSubmits(
     window: CreateWindow,
     options: { only?: string; now?: Date } = {},
-  ): Promise<AvatarTaskRow[]> {
+  ): Promise<ClaimedSubmit[]> {
     const now = options.now ?? new Date();
     return this.db.transaction(async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_WINDOW_LOCK_CLASS}, 0)`);
-      const countedMs = window.windowMs + SEND_SPREAD_MS;
-      await tx.delete(kieCreateSlots).where(sql`${kieCreateSlots.takenAt} <= ${since(FAIRNESS_MEMORY_MS)}`);
+      const countedMs = window.windowMs;
+      // The submit loop prunes; a create's own claim stays as short as it can.
+      if (options.only === undefined) {
+        await tx.delete(kieCreateSlots).where(sql`${kieCreateSlots.takenAt} <= ${since(FAIRNESS_MEMORY_MS)}`);
+      }
       const [usage] = await tx
         .select({ used: sql<number>`count(*)::int` })
         .from(kieCreateSlots)
@@ -482,13 +486,25 @@ export class TaskRepository {
           ),
         )
         .returning();
-      if (claimed.length > 0) {
-        await tx
-          .insert(kieCreateSlots)
-          .values(claimed.map((task) => ({ userId: task.userId, takenAt: sql`clock_timestamp()` })));
-      }
-      return claimed;
+      if (claimed.length === 0) return [];
+      const slots = await tx
+        .insert(kieCreateSlots)
+        .values(claimed.map((task) => ({ userId: task.userId, takenAt: sql`clock_timestamp()` })))
+        .returning({ id: kieCreateSlots.id });
+      return claimed.map((task, index) => ({ task, slotId: slots[index]?.id ?? '' }));
     });
+  }
+
+  /**
+   * A slot counts from when its create was answered (or given up), not only from when it was taken: kie
+   * counts a create when it arrives, which is somewhere in between, so however long the request took, no
+   * later slot can make kie see more than the limit in its window.
+   */
+  async slotUsedUntilNow(slotId: string): Promise<void> {
+    await this.db
+      .update(kieCreateSlots)
+      .set({ takenAt: sql`clock_timestamp()` })
+      .where(eq(kieCreateSlots.id, slotId));
   }
 
   /** Whether any submit waits for its turn now: a cheap look before taking the window's lock. */

@@ -185,7 +185,15 @@ export class TaskService {
       { ...createWindow, leaseMs: submitLeaseMs },
       only === undefined ? {} : { only },
     );
-    return claimed.map((task) => this.track(this.send(task, source)));
+    return claimed.map(({ task, slotId }) =>
+      this.track(
+        this.send(task, source).finally(() =>
+          repository
+            .slotUsedUntilNow(slotId)
+            .catch((error) => this.options.logger.warn({ err: error }, 'extending a create slot failed')),
+        ),
+      ),
+    );
   }
 
   /** Resolves when every submit in flight has its outcome recorded: a draining stop waits for it. */

@@ -66,6 +66,9 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     POLL_MIN_DELAY_MS: '60000',
     SIMULATOR_STEP_MS: '50',
     KIE_REQUEST_TIMEOUT_MS: '2000',
+    // Tests make many tasks for one user; the quota tests set their own caps.
+    MAX_ACTIVE_TASKS_PER_USER: '100000',
+    MAX_CREATES_PER_USER_PER_HOUR: '100000',
     ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
     ...options.env,
   });
