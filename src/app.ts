@@ -5,6 +5,7 @@ import { createTokenVerifier } from './auth/tokens.js';
 import { SeenSignatures } from './callbacks/seen-signatures.js';
 import type { Config } from './config.js';
 import { type DatabaseHandle, openDatabase } from './db/connection.js';
+import { DeadlineExceededError, withDeadline } from './deadline.js';
 import { type EventBus, InProcessEventBus } from './events/bus.js';
 import { SignalDispatcher } from './events/dispatcher.js';
 import { PostgresEventBus } from './events/postgres-bus.js';
@@ -14,6 +15,7 @@ import { OpenStreams } from './http/open-streams.js';
 import { createOperationGate } from './http/operation-gate.js';
 import { hasRoutableTarget, refuseUnroutable } from './http/request-target.js';
 import { RequestTracker } from './http/request-tracker.js';
+import { READINESS_DEADLINE_MS, type ReadinessChecks } from './http/routes.js';
 import { createSecurityHeaders } from './http/security-headers.js';
 import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
@@ -201,11 +203,21 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       metrics,
       logger,
       // Not ready while any of the three is unwell: a ready gateway must be able to store, hear and poll.
-      isReady: async () => {
+      isReady: async (): Promise<ReadinessChecks> => {
         // A draining instance takes no new work: load balancers stop sending it any at once.
-        if (draining) return false;
-        await database.ping();
-        return bus.healthy() && poller.healthy();
+        if (draining) return { accepting: false };
+        return {
+          database: await withDeadline(
+            database.ping(),
+            READINESS_DEADLINE_MS,
+            () => new DeadlineExceededError('database ping timed out'),
+          ).then(
+            () => true,
+            () => false,
+          ),
+          listener: bus.healthy(),
+          poller: poller.healthy(),
+        };
       },
       simulator,
       developmentToken,

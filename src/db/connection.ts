@@ -8,7 +8,7 @@ import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { raceDeadline, transactionWithDeadline, withQueryDeadlines } from './query-deadline.js';
 import * as schema from './schema.js';
-import { createWatchedSocketFactory } from './socket-watchdog.js';
+import { createWatchedSocketFactory, type WatchedSocketOptions } from './socket-watchdog.js';
 
 export type Database = PgDatabase<PgQueryResultHKT, typeof schema>;
 export type DatabaseSchema = typeof schema;
@@ -127,11 +127,16 @@ function withPgliteDeadlines<T extends object>(pglite: T, deadlineMs: number): T
 /** Reconnect attempts back off up to half a second, so a database that is back is used again within it. */
 const reconnectBackoffSeconds = (attempt: number) => Math.min(0.5, 0.05 * 2 ** attempt);
 
-function postgresClient(url: string, max: number, deadlines: DatabaseDeadlines, onLost?: () => void) {
+function postgresClient(
+  url: string,
+  max: number,
+  deadlines: DatabaseDeadlines,
+  events: Pick<WatchedSocketOptions, 'onLost' | 'onDead'> = {},
+) {
   const sockets = createWatchedSocketFactory({
     answerTimeoutMs: deadlines.statementTimeoutMs,
     keepAliveMs: deadlines.keepAliveMs,
-    onLost,
+    ...events,
   });
   const sql = postgres(url, {
     max,
@@ -153,7 +158,11 @@ function postgresClient(url: string, max: number, deadlines: DatabaseDeadlines, 
 }
 
 function openPostgres(url: string, poolSize: number, deadlines: DatabaseDeadlines): DatabaseHandle {
-  const { sql: pool } = postgresClient(url, poolSize, deadlines);
+  // A dead connection's server session is ended from a live one, so locks it may hold are released now.
+  const terminate = (backendPid: number) => {
+    void client`select pg_terminate_backend(${backendPid})`.catch(() => {});
+  };
+  const { sql: pool } = postgresClient(url, poolSize, deadlines, { onDead: terminate });
   const client = withQueryDeadlines(pool, deadlines.statementTimeoutMs);
   const db = drizzlePostgres(client, { schema });
   return {
@@ -161,7 +170,7 @@ function openPostgres(url: string, poolSize: number, deadlines: DatabaseDeadline
     kind: 'postgres',
     client,
     openListener: (onLost) => {
-      const { sql, sockets } = postgresClient(url, 1, deadlines, onLost);
+      const { sql, sockets } = postgresClient(url, 1, deadlines, { onLost });
       return {
         sql,
         destroy: async () => {

@@ -13,6 +13,11 @@ export interface WatchedSocketOptions {
   keepAliveMs: number;
   /** Told when a socket closed for any reason other than destroyAll(). */
   onLost?: () => void;
+  /**
+   * Told the server process id of a connection found dead: its session may hold locks (a statement run,
+   * its Sync lost), and the server, whose side of the flow looks alive, would keep them for good.
+   */
+  onDead?: (backendPid: number) => void;
 }
 
 /** What postgres.js passes to its `socket` option. */
@@ -24,6 +29,8 @@ interface SocketTarget {
 
 // ReadyForQuery: 'Z', length 5, then the transaction status (idle, in a transaction, failed transaction).
 const READY_FOR_QUERY_PREFIX = Buffer.from([0x5a, 0, 0, 0, 5]);
+// BackendKeyData: 'K', length 12, then the server's process id and the cancel secret.
+const BACKEND_KEY_DATA_PREFIX = Buffer.from([0x4b, 0, 0, 0, 12]);
 const TRANSACTION_STATUSES = new Set([0x49, 0x54, 0x45]);
 
 /**
@@ -50,7 +57,7 @@ export function createWatchedSocketFactory(options: WatchedSocketOptions) {
     socket.once('close', () => {
       if (sockets.delete(socket)) options.onLost?.();
     });
-    if (!target.ssl) watch(socket, options.answerTimeoutMs);
+    if (!target.ssl) watch(socket, options);
     return socket;
   };
 
@@ -65,9 +72,11 @@ export function createWatchedSocketFactory(options: WatchedSocketOptions) {
   };
 }
 
-function watch(socket: net.Socket, answerTimeoutMs: number): void {
+function watch(socket: net.Socket, options: WatchedSocketOptions): void {
+  const { answerTimeoutMs } = options;
   let silence: NodeJS.Timeout | undefined;
   let owed = false;
+  let backendPid: number | undefined;
   const arm = () => {
     clearTimeout(silence);
     silence = setTimeout(() => {
@@ -76,6 +85,7 @@ function watch(socket: net.Socket, answerTimeoutMs: number): void {
           `the database sent nothing for ${answerTimeoutMs} ms while an answer was due`,
         ),
       );
+      if (backendPid !== undefined) options.onDead?.(backendPid);
     }, answerTimeoutMs);
     silence.unref();
   };
@@ -88,6 +98,11 @@ function watch(socket: net.Socket, answerTimeoutMs: number): void {
     return write.apply(this, args);
   } as net.Socket['write'];
   socket.on('data', (chunk: Buffer) => {
+    // The key data comes once, among the first messages of the session.
+    if (backendPid === undefined) {
+      const at = chunk.indexOf(BACKEND_KEY_DATA_PREFIX);
+      if (at >= 0 && chunk.length >= at + 9) backendPid = chunk.readInt32BE(at + 5);
+    }
     if (!owed) return;
     if (endsWithReadyForQuery(chunk)) {
       owed = false;

@@ -40,8 +40,9 @@ export class PostgresEventBus implements EventBus {
   private listener: ListenerClient | undefined;
   private listens = 0;
   private beats = 0;
-  /** The beat sent and not yet heard. */
+  /** The beat sent and not yet heard, and when its NOTIFY committed. */
   private pendingBeat: string | undefined;
+  private pendingSince = 0;
   private lastHeardAt = Date.now();
   private heartbeat: NodeJS.Timeout | undefined;
   private beating = false;
@@ -58,12 +59,15 @@ export class PostgresEventBus implements EventBus {
     return bus;
   }
 
-  /** Whether the listener has heard its own heartbeat lately (within two beats and a bit). */
+  /** Whether the listener hears: no beat overdue, and one heard lately (within three beats and a bit). */
   healthy(): boolean {
+    const now = Date.now();
+    const overdue = this.pendingBeat !== undefined && now - this.pendingSince >= this.options.heartbeatMs;
     return (
       this.listener !== undefined &&
       this.recovering === undefined &&
-      Date.now() - this.lastHeardAt < this.options.heartbeatMs * 2.5
+      !overdue &&
+      now - this.lastHeardAt < this.options.heartbeatMs * 3.5
     );
   }
 
@@ -115,16 +119,23 @@ export class PostgresEventBus implements EventBus {
   private async beat(): Promise<void> {
     if (this.beating || this.closed || this.recovering) return;
     if (this.pendingBeat !== undefined) {
-      this.relisten('event bus listener stopped hearing its heartbeat');
+      // A beat gets a whole interval from its commit: a busy event loop or a slow NOTIFY is not deafness.
+      if (Date.now() - this.pendingSince >= this.options.heartbeatMs) {
+        this.relisten('event bus listener stopped hearing its heartbeat');
+      }
       return;
     }
     this.beating = true;
     const beat = JSON.stringify({ beat: `${this.instance}:${++this.beats}` });
+    // Pending before it is sent: the listener may hear it before the NOTIFY's own answer arrives.
+    this.pendingBeat = beat;
+    this.pendingSince = Number.POSITIVE_INFINITY;
     try {
       await this.options.sql`select pg_notify(${TASK_CHANNEL}, ${beat})`;
-      this.pendingBeat = beat;
+      if (this.pendingBeat === beat) this.pendingSince = Date.now();
     } catch {
       // The database is unreachable: no verdict on the listener. /readyz reports the database itself.
+      if (this.pendingBeat === beat) this.pendingBeat = undefined;
     } finally {
       this.beating = false;
     }

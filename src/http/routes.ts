@@ -21,7 +21,10 @@ export function useRoute(
   };
 }
 
-export function useHealthRoutes(isReady: () => Promise<boolean>): Plugin[] {
+/** Each readiness check by name (database, listener, poller): ready when all hold. */
+export type ReadinessChecks = Record<string, boolean>;
+
+export function useHealthRoutes(checkReadiness: () => Promise<ReadinessChecks>): Plugin[] {
   return [
     useRoute(
       (path) => path === '/healthz',
@@ -30,12 +33,16 @@ export function useHealthRoutes(isReady: () => Promise<boolean>): Plugin[] {
     useRoute(
       (path) => path === '/readyz',
       async () => {
-        const ready = await withDeadline(
-          isReady(),
+        const checks = await withDeadline(
+          checkReadiness(),
           READINESS_DEADLINE_MS,
           () => new DeadlineExceededError('readiness check timed out'),
-        ).catch(() => false);
-        return Response.json({ status: ready ? 'ready' : 'not ready' }, { status: ready ? 200 : 503 });
+        ).catch((): ReadinessChecks => ({ answered: false }));
+        const ready = Object.values(checks).every(Boolean);
+        return Response.json(
+          { status: ready ? 'ready' : 'not ready', checks },
+          { status: ready ? 200 : 503 },
+        );
       },
     ),
   ];

@@ -23,7 +23,7 @@ import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useIntrospectionDisabled } from './introspection.js';
 import { useOperationLimits } from './operation-limits.js';
-import { useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
+import { type ReadinessChecks, useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import type { SseReservations } from './sse-reservations.js';
 import { type StreamLimits, useStreamLimits } from './stream-limits.js';
 
@@ -36,7 +36,7 @@ export interface YogaOptions {
   callbacks: KieCallbackOptions;
   metrics: Metrics;
   logger: Logger;
-  isReady: () => Promise<boolean>;
+  isReady: () => Promise<ReadinessChecks>;
   simulator: KieSimulator | undefined;
   /** GraphiQL, introspection, CORS and /metrics access. */
   edge: EdgeConfig;

@@ -1,4 +1,9 @@
+import { isDatabaseUnavailable } from '../db/unavailable.js';
+
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
+/** Re-reads after the database was unavailable back off from this, doubling up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
 
 /**
  * An async iterator that reads from the database only when the consumer asks for the next value and a
@@ -21,6 +26,9 @@ export abstract class PullStream<T> implements AsyncIterableIterator<T> {
   private waiting: Promise<IteratorResult<T>> | undefined;
   private resolve: ((result: IteratorResult<T>) => void) | undefined;
   private reject: ((error: unknown) => void) | undefined;
+  /** Consecutive pulls that found the database unavailable, and the timer of the next try. */
+  private retries = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   /** `dirty`: pull on the first next(), before any signal. */
   constructor(dirty: boolean) {
@@ -86,6 +94,7 @@ export abstract class PullStream<T> implements AsyncIterableIterator<T> {
       while (this.waiting && this.dirty && !this.finished) {
         this.dirty = false;
         const { items, done } = await this.pull();
+        this.retries = 0;
         if (this.finished) return;
         if (items.length > 0) this.enqueue(items);
         if (done) this.finish();
@@ -94,6 +103,13 @@ export abstract class PullStream<T> implements AsyncIterableIterator<T> {
         else if (this.finished) this.settle(DONE);
       }
     } catch (error) {
+      if (isDatabaseUnavailable(error) && !this.finished) {
+        // A live stream outlives a database outage: it reads again later (or at the next signal or resync)
+        // instead of ending every subscription at the first failed read.
+        this.dirty = true;
+        this.retryLater();
+        return;
+      }
       this.finish();
       const reject = this.reject;
       this.forget();
@@ -101,6 +117,17 @@ export abstract class PullStream<T> implements AsyncIterableIterator<T> {
     } finally {
       this.pulling = false;
     }
+  }
+
+  private retryLater(): void {
+    clearTimeout(this.retryTimer);
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.retries) * (0.5 + Math.random() / 2);
+    this.retries += 1;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.waiting) void this.fill();
+    }, delay);
+    this.retryTimer.unref();
   }
 
   private enqueue(items: T[]): void {
@@ -123,6 +150,7 @@ export abstract class PullStream<T> implements AsyncIterableIterator<T> {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    clearTimeout(this.retryTimer);
     this.close();
   }
 }

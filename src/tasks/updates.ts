@@ -157,32 +157,47 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   }
 
   protected async pull() {
-    const items: AvatarTaskRow[] = [];
-    const take = (task: AvatarTaskRow | undefined) => {
-      if (!task || task.version <= (this.sentVersions.get(task.id) ?? 0)) return;
-      this.sentVersions.set(task.id, task.version);
-      items.push(task);
-    };
+    // Read everything first, then move the replay on and mark it sent: a read that fails (the database
+    // unavailable) leaves the stream as it was, to be read again, so nothing is marked sent that was never
+    // delivered.
     const { repository, replayPageSize } = this.dependencies;
-    if (this.replay) {
-      const cursor = this.replay;
-      const page = await repository.listUpdatedSince(this.userId, cursor.since, {
-        afterId: cursor.afterId,
-        limit: replayPageSize,
-      });
-      const last = page.at(-1);
-      // A resync may have restarted the replay meanwhile; it wins.
-      if (this.replay === cursor) {
-        this.replay =
-          last && page.length === replayPageSize ? { since: last.updatedAt, afterId: last.id } : undefined;
-      }
-      for (const task of page) take(task);
-      // More to read: on the consumer's next pull, not now.
-      if (this.replay) this.changed();
-    }
     const ids = [...this.changedIds];
     this.changedIds.clear();
-    for (const id of ids) take(await repository.findForUser(this.userId, id));
+    const rows: Array<AvatarTaskRow | undefined> = [];
+    let advanceReplay: (() => void) | undefined;
+    try {
+      if (this.replay) {
+        const cursor = this.replay;
+        const page = await repository.listUpdatedSince(this.userId, cursor.since, {
+          afterId: cursor.afterId,
+          limit: replayPageSize,
+        });
+        rows.push(...page);
+        const last = page.at(-1);
+        advanceReplay = () => {
+          // A resync may have restarted the replay meanwhile; it wins.
+          if (this.replay === cursor) {
+            this.replay =
+              last && page.length === replayPageSize
+                ? { since: last.updatedAt, afterId: last.id }
+                : undefined;
+          }
+          // More to read: on the consumer's next pull, not now.
+          if (this.replay) this.changed();
+        };
+      }
+      for (const id of ids) rows.push(await repository.findForUser(this.userId, id));
+    } catch (error) {
+      for (const id of ids) this.changedIds.add(id);
+      throw error;
+    }
+    advanceReplay?.();
+    const items: AvatarTaskRow[] = [];
+    for (const task of rows) {
+      if (!task || task.version <= (this.sentVersions.get(task.id) ?? 0)) continue;
+      this.sentVersions.set(task.id, task.version);
+      items.push(task);
+    }
     return { items, done: false };
   }
 

@@ -136,7 +136,10 @@ describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
       expect(await health.json()).toEqual({ status: 'ok' });
       const ready = await fetch(`${gateway.url}/readyz`);
       expect(ready.status).toBe(200);
-      expect(await ready.json()).toEqual({ status: 'ready' });
+      expect(await ready.json()).toEqual({
+        status: 'ready',
+        checks: { database: true, listener: true, poller: true },
+      });
     });
 
     it('counts upstream calls in /metrics', async () => {
