@@ -13,7 +13,8 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
  * variable a deployment would set.
  */
 export const FAULT_DEADLINES = {
-  DB_STATEMENT_TIMEOUT_MS: '1000',
+  // Longer than the connect deadline: the shared test server's commits can take a second under load.
+  DB_STATEMENT_TIMEOUT_MS: '2000',
   DB_CONNECT_TIMEOUT_MS: '1000',
   DB_LISTEN_HEARTBEAT_MS: '300',
   POLL_TICK_TIMEOUT_MS: '2000',
@@ -36,6 +37,8 @@ export function useFaultStack(database: TestDatabase) {
   afterEach(async () => {
     for (const stop of running.splice(0).reverse()) await stop().catch(() => {});
   });
+  // FAULT_LOG_LEVEL=warn shows the gateway's logs while a fault test runs.
+  const logLevel = process.env.FAULT_LOG_LEVEL ?? 'silent';
   return async (knobs: Partial<SimulatorKnobs>, env: Record<string, string> = {}): Promise<FaultStack> => {
     const url = database.url;
     if (!url) throw new Error('the fault tests need a real Postgres (TEST_DATABASE_URL)');
@@ -46,7 +49,13 @@ export function useFaultStack(database: TestDatabase) {
     running.push(() => kie.close());
     const gateway = await startTestGateway({
       kieUrl: kie.url,
-      env: { NODE_ENV: 'production', DATABASE_URL: proxy.url(url), ...FAULT_DEADLINES, ...env },
+      env: {
+        NODE_ENV: 'production',
+        DATABASE_URL: proxy.url(url),
+        LOG_LEVEL: logLevel,
+        ...FAULT_DEADLINES,
+        ...env,
+      },
     });
     // The proxy lets everything through again first, so the gateway can stop cleanly.
     running.push(async () => {

@@ -8,6 +8,7 @@ import net from 'node:net';
  * - `pause()`: stop forwarding on every flow, old and new; sockets stay open (a partition that heals).
  * - `blackHole()`: every existing flow goes silent for good: never read, written, ended or destroyed again, so
  *   neither end sees an error or a FIN. New connections pass (or, with `newConnections`, are paused or refused).
+ *   With `where`, only the flows whose first bytes from the client match (e.g. the one that sent LISTEN).
  * - `refuse()`: new connections are reset at once; existing flows are left as they are.
  * - `reset()`: every existing flow is destroyed with an RST on both sides.
  * - `setLatency(ms)`: every chunk is delivered `ms` later, in order.
@@ -18,7 +19,10 @@ export interface TcpProxy {
   url(target: string): string;
   pass(): void;
   pause(): void;
-  blackHole(options?: { newConnections?: 'pass' | 'pause' | 'refuse' }): void;
+  blackHole(options?: {
+    newConnections?: 'pass' | 'pause' | 'refuse';
+    where?: (flow: { sent: string }) => boolean;
+  }): number;
   refuse(): void;
   reset(): void;
   setLatency(ms: number): void;
@@ -38,7 +42,11 @@ interface Flow {
   state: FlowState;
   /** A side that closed while the flow was paused: its peer is closed when the flow resumes. */
   closedWhilePaused: boolean;
+  /** The first bytes the client sent, as latin1 text, for `blackHole({ where })`. */
+  sent: string;
 }
+
+const SENT_PREVIEW_BYTES = 8192;
 
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const flows = new Set<Flow>();
@@ -55,7 +63,10 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       return;
     }
     const upstream = net.connect(target.port, target.host);
-    const flow: Flow = { client, upstream, state: 'live', closedWhilePaused: false };
+    const flow: Flow = { client, upstream, state: 'live', closedWhilePaused: false, sent: '' };
+    client.on('data', (chunk: Buffer) => {
+      if (flow.sent.length < SENT_PREVIEW_BYTES) flow.sent += chunk.toString('latin1');
+    });
     flows.add(flow);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
@@ -142,8 +153,14 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       for (const flow of flows) if (flow.state === 'live') setState(flow, 'paused');
     },
     blackHole(options = {}) {
-      for (const flow of flows) setState(flow, 'dead');
-      newConnections = options.newConnections ?? 'pass';
+      let silenced = 0;
+      for (const flow of flows) {
+        if (options.where && !options.where({ sent: flow.sent })) continue;
+        setState(flow, 'dead');
+        silenced += 1;
+      }
+      newConnections = options.newConnections ?? (options.where ? newConnections : 'pass');
+      return silenced;
     },
     refuse() {
       newConnections = 'refuse';
