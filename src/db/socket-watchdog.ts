@@ -42,22 +42,45 @@ const TRANSACTION_STATUSES = new Set([0x49, 0x54, 0x45]);
  * nothing at all arrives for `answerTimeoutMs` meanwhile, the socket is destroyed. postgres.js then fails the
  * queries on that connection (and only those) and opens a new one for the next query.
  *
+ * What kills one flow usually kills its siblings: when one is found dead, every idle one that has heard
+ * nothing since before that one went silent is closed too, so the next queries do not each wait out a
+ * deadline on a dead idle connection first (a closed idle connection costs only a reconnect).
+ *
  * The end of an answer is recognised by a chunk ending in ReadyForQuery, which needs the plain protocol: with
  * TLS the bytes on this socket are encrypted, so TLS connections get keep-alive only (see the README).
  */
 export function createWatchedSocketFactory(options: WatchedSocketOptions) {
-  const sockets = new Set<net.Socket>();
+  const sockets = new Map<net.Socket, Watch | undefined>();
+
+  const kill = (socket: net.Socket, watched: Watch | undefined, reason: string) => {
+    if (socket.destroyed) return;
+    socket.destroy(new DeadConnectionError(reason));
+    if (watched?.backendPid !== undefined) options.onDead?.(watched.backendPid);
+  };
+
+  const died = (socket: net.Socket, watched: Watch) => {
+    const silentSince = watched.lastHeardAt;
+    kill(
+      socket,
+      watched,
+      `the database sent nothing for ${options.answerTimeoutMs} ms while an answer was due`,
+    );
+    for (const [sibling, state] of sockets) {
+      if (state && !state.owed && state.lastHeardAt <= silentSince) {
+        kill(sibling, state, 'idle since before a sibling connection was found dead');
+      }
+    }
+  };
 
   const factory = (target: SocketTarget & { ssl?: unknown }): net.Socket => {
     const socket = target.path
       ? net.connect(target.path)
       : net.connect(target.port[0] ?? 5432, target.host[0] ?? 'localhost');
     socket.setKeepAlive(true, options.keepAliveMs);
-    sockets.add(socket);
+    sockets.set(socket, target.ssl ? undefined : watch(socket, options.answerTimeoutMs, died));
     socket.once('close', () => {
       if (sockets.delete(socket)) options.onLost?.();
     });
-    if (!target.ssl) watch(socket, options);
     return socket;
   };
 
@@ -65,53 +88,58 @@ export function createWatchedSocketFactory(options: WatchedSocketOptions) {
     factory,
     /** Destroys every socket this factory made: their queries fail and postgres.js reconnects on demand. */
     destroyAll(reason: string): void {
-      const doomed = [...sockets];
+      const doomed = [...sockets.keys()];
       sockets.clear();
       for (const socket of doomed) socket.destroy(new DeadConnectionError(reason));
     },
   };
 }
 
-function watch(socket: net.Socket, options: WatchedSocketOptions): void {
-  const { answerTimeoutMs } = options;
+interface Watch {
+  /** The server owes an answer (written since its last ReadyForQuery). */
+  owed: boolean;
+  /** Date.now() of the last bytes received (or of the connect). */
+  lastHeardAt: number;
+  backendPid: number | undefined;
+}
+
+function watch(
+  socket: net.Socket,
+  answerTimeoutMs: number,
+  died: (socket: net.Socket, watched: Watch) => void,
+): Watch {
+  const state: Watch = { owed: false, lastHeardAt: Date.now(), backendPid: undefined };
   let silence: NodeJS.Timeout | undefined;
-  let owed = false;
-  let backendPid: number | undefined;
   const arm = () => {
     clearTimeout(silence);
-    silence = setTimeout(() => {
-      socket.destroy(
-        new DeadConnectionError(
-          `the database sent nothing for ${answerTimeoutMs} ms while an answer was due`,
-        ),
-      );
-      if (backendPid !== undefined) options.onDead?.(backendPid);
-    }, answerTimeoutMs);
+    silence = setTimeout(() => died(socket, state), answerTimeoutMs);
     silence.unref();
   };
   const write = socket.write;
   socket.write = function (this: net.Socket, ...args: Parameters<net.Socket['write']>) {
-    if (!owed) {
-      owed = true;
+    if (!state.owed) {
+      state.owed = true;
       arm();
     }
     return write.apply(this, args);
   } as net.Socket['write'];
   socket.on('data', (chunk: Buffer) => {
+    state.lastHeardAt = Date.now();
     // The key data comes once, among the first messages of the session.
-    if (backendPid === undefined) {
+    if (state.backendPid === undefined) {
       const at = chunk.indexOf(BACKEND_KEY_DATA_PREFIX);
-      if (at >= 0 && chunk.length >= at + 9) backendPid = chunk.readInt32BE(at + 5);
+      if (at >= 0 && chunk.length >= at + 9) state.backendPid = chunk.readInt32BE(at + 5);
     }
-    if (!owed) return;
+    if (!state.owed) return;
     if (endsWithReadyForQuery(chunk)) {
-      owed = false;
+      state.owed = false;
       clearTimeout(silence);
     } else {
       arm();
     }
   });
   socket.once('close', () => clearTimeout(silence));
+  return state;
 }
 
 function endsWithReadyForQuery(chunk: Buffer): boolean {

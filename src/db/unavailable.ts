@@ -42,3 +42,22 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   }
   return false;
 }
+
+/** How many times readAgainIfUnavailable tries in all. */
+const READ_ATTEMPTS = 3;
+
+/**
+ * Runs a read that is safe to repeat, and runs it again (up to READ_ATTEMPTS in all) while it meets an
+ * unavailable database: a try may land on a connection that had died unseen (see socket-watchdog.ts), which is
+ * gone after it. For reads that follow one that just succeeded, such as a field of a row already read: a
+ * stream's final update should not be lost to a dead connection or two.
+ */
+export async function readAgainIfUnavailable<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await read();
+    } catch (error) {
+      if (attempt >= READ_ATTEMPTS || !isDatabaseUnavailable(error)) throw error;
+    }
+  }
+}

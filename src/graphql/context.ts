@@ -2,6 +2,7 @@ import DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { Viewer } from '../auth/tokens.js';
 import type { AvatarTaskEventRow } from '../db/schema.js';
+import { readAgainIfUnavailable } from '../db/unavailable.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
 import type { TaskUpdates } from '../tasks/updates.js';
@@ -36,7 +37,8 @@ class EventsLoader {
   load(taskId: string): Promise<AvatarTaskEventRow[]> {
     this.loader ??= new DataLoader(
       async (taskIds) => {
-        const events = await this.repository.listEventsForTasks(taskIds);
+        // The row these events belong to was just read: once more if their read met a dead connection.
+        const events = await readAgainIfUnavailable(() => this.repository.listEventsForTasks(taskIds));
         return taskIds.map((id) => events.filter((event) => event.taskId === id));
       },
       { cache: false },

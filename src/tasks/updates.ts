@@ -2,6 +2,7 @@ import type { AvatarTaskRow } from '../db/schema.js';
 import type { TaskSignal } from '../events/bus.js';
 import type { SignalDispatcher, SignalWatcher } from '../events/dispatcher.js';
 import { TaskNotFoundError } from './errors.js';
+import { withPreloadedEvents } from './preloaded-events.js';
 import { PullStream } from './pull-stream.js';
 import type { TaskRepository } from './repository.js';
 import { isTerminal } from './states.js';
@@ -110,10 +111,14 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   }
 
   protected async pull() {
-    const fresh = await this.dependencies.repository.findForUser(this.userId, this.taskId);
+    const { repository } = this.dependencies;
+    const fresh = await repository.findForUser(this.userId, this.taskId);
     if (!fresh || fresh.version <= this.sentVersion) return { items: [], done: false };
+    const done = isTerminal(fresh.state);
+    // The final update carries its history, read here where a failed read is retried (see preloaded-events.ts).
+    if (done) withPreloadedEvents(fresh, await repository.listEvents(fresh.id));
     this.sentVersion = fresh.version;
-    return { items: [fresh], done: isTerminal(fresh.state) };
+    return { items: [fresh], done };
   }
 
   protected close(): void {

@@ -2,6 +2,7 @@ import { decodeGlobalID } from '@pothos/plugin-relay';
 import { GraphQLError } from 'graphql';
 import type { AvatarTaskEventRow, AvatarTaskRow } from '../../db/schema.js';
 import { TaskNotFoundError } from '../../tasks/errors.js';
+import { preloadedEvents } from '../../tasks/preloaded-events.js';
 import type { TaskCursor } from '../../tasks/repository.js';
 import type { avatarTaskEventSources, avatarTaskStates } from '../../tasks/states.js';
 import { builder } from '../builder.js';
@@ -129,7 +130,7 @@ builder.node(AvatarTask, {
     events: t.field({
       type: [AvatarTaskEvent],
       description: "The task's history, oldest first.",
-      resolve: (task, _args, context) => context.eventsByTask.load(task.id),
+      resolve: (task, _args, context) => preloadedEvents(task) ?? context.eventsByTask.load(task.id),
     }),
   }),
 });
