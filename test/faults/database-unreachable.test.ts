@@ -102,7 +102,8 @@ describe.skipIf(!hasPostgres())('while Postgres is unreachable', () => {
       for (const ms of [mutation.ms, query.ms, callback.ms, sse.ms, socket.ms]) {
         expect(ms).toBeLessThan(STATEMENT_DEADLINE_MS + SLACK_MS);
       }
-      expect(readyz.ms).toBeLessThan(1_000 + 200);
+      // It gives up waiting after 900 ms; the rest is a busy event loop on two shared cores.
+      expect(readyz.ms).toBeLessThan(1_000 + 500);
 
       // Back: the first request that works, polled every 25 ms.
       proxy.pass();

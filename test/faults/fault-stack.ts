@@ -13,8 +13,8 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
  * variable a deployment would set.
  */
 export const FAULT_DEADLINES = {
-  // Longer than the connect deadline: the shared test server's commits can take a second under load.
-  DB_STATEMENT_TIMEOUT_MS: '2000',
+  // Longer than the connect deadline: the shared test server's commits can take seconds under load.
+  DB_STATEMENT_TIMEOUT_MS: '3000',
   DB_CONNECT_TIMEOUT_MS: '1000',
   DB_LISTEN_HEARTBEAT_MS: '300',
   POLL_TICK_TIMEOUT_MS: '2000',
