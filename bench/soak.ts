@@ -1,5 +1,5 @@
 /**
- * `npm run soak -- --minutes N [--rate R]`: steady load against a real gateway process (creates from many
+ * `npm run soak -- --minutes N [--rate R] [--faults drop,duplicate,late,kie-errors,kie-slow,postgres]`: steady load against a real gateway process (creates from many
  * users, live subscribers over graphql-ws) while faults are injected at random: kie's callbacks dropped,
  * duplicated or late, kie erroring and slow, and Postgres dropping every connection of the gateway
  * (`pg_terminate_backend`). Then it waits for every task to finish and reports: every task's final state, the
@@ -25,10 +25,22 @@ import WebSocket from 'ws';
 import { startSimulatorServer } from '../src/upstream/simulator.js';
 
 const { values: args } = parseArgs({
-  options: { minutes: { type: 'string', default: '2' }, rate: { type: 'string', default: '5' } },
+  options: {
+    minutes: { type: 'string', default: '2' },
+    rate: { type: 'string', default: '5' },
+    // A comma-separated subset of FAULTS; all of them by default.
+    faults: { type: 'string', default: '' },
+  },
 });
 const minutes = Number(args.minutes);
 const createsPerSecond = Number(args.rate);
+const FAULTS = ['drop', 'duplicate', 'late', 'kie-errors', 'kie-slow', 'postgres'] as const;
+const faultsChosen = args.faults ? args.faults.split(',').filter(Boolean) : [...FAULTS];
+const unknownFault = faultsChosen.find((fault) => !(FAULTS as readonly string[]).includes(fault));
+if (unknownFault) {
+  console.error(`soak: unknown fault ${unknownFault}; choose from ${FAULTS.join(', ')}`);
+  process.exit(1);
+}
 const USERS = 40;
 const SUBSCRIBERS = 20;
 const JWT_SECRET = randomBytes(32).toString('hex');
@@ -227,22 +239,22 @@ type Knobs = Awaited<ReturnType<typeof startSimulatorServer>>['simulator']['knob
 
 /** One fault at random; it lasts until the loop restores the knobs (8 s), a terminated connection at once. */
 async function injectFault(knobs: Knobs, admin: postgres.Sql, database: string): Promise<string> {
-  const pick = Math.floor(Math.random() * 6);
+  const pick = faultsChosen[Math.floor(Math.random() * faultsChosen.length)];
   switch (pick) {
-    case 0:
+    case 'drop':
       knobs.callbackMode = 'drop';
       return 'callbacks dropped';
-    case 1:
+    case 'duplicate':
       knobs.callbackMode = 'duplicate';
       return 'callbacks duplicated';
-    case 2:
+    case 'late':
       Object.assign(knobs, { callbackMode: 'late', lateMs: 3_000 });
       return 'callbacks late';
-    case 3:
+    case 'kie-errors':
       knobs.createErrors.push(429, 500, 503, 455);
       knobs.queryErrors.push(500, 503);
       return 'kie errors';
-    case 4:
+    case 'kie-slow':
       knobs.createDelayMs = 3_000;
       return 'kie slow';
     default: {
