@@ -6,6 +6,11 @@ import { raceDeadline } from '../db/query-deadline.js';
 import { type EventBus, parseSignal, type TaskSignal } from './bus.js';
 
 export const TASK_CHANNEL = 'avatar_task_updated';
+/**
+ * Each instance beats on a channel of its own, on the same LISTEN connection: the task channel carries task
+ * signals only (other instances and outside listeners read every payload there), and no instance hears another's beats.
+ */
+const heartbeatChannel = (instance: string) => `avatar_gateway_beat_${instance.replaceAll('-', '')}`;
 /** How soon a listener that could not listen tries again, so it is back within a moment of the database. */
 const RELISTEN_RETRY_MS = 200;
 
@@ -36,7 +41,7 @@ export interface PostgresEventBusOptions {
 export class PostgresEventBus implements EventBus {
   private readonly signalListeners: Array<(signal: TaskSignal) => void> = [];
   private readonly resyncListeners: Array<() => void> = [];
-  private readonly instance = randomUUID();
+  private readonly beatChannel = heartbeatChannel(randomUUID());
   private listener: ListenerClient | undefined;
   private listens = 0;
   private beats = 0;
@@ -78,11 +83,14 @@ export class PostgresEventBus implements EventBus {
     this.listener = listener;
     try {
       await raceDeadline(
-        listener.sql.listen(
-          TASK_CHANNEL,
-          (payload) => this.received(payload),
-          () => this.subscribed(),
-        ),
+        Promise.all([
+          listener.sql.listen(
+            TASK_CHANNEL,
+            (payload) => this.received(payload),
+            () => this.subscribed(),
+          ),
+          listener.sql.listen(this.beatChannel, (payload) => this.heard(payload)),
+        ]),
         this.options.heartbeatMs,
       );
       this.lastHeardAt = Date.now();
@@ -93,14 +101,13 @@ export class PostgresEventBus implements EventBus {
     }
   }
 
+  private heard(beat: string): void {
+    if (beat !== this.pendingBeat) return;
+    this.pendingBeat = undefined;
+    this.lastHeardAt = Date.now();
+  }
+
   private received(payload: string): void {
-    if (payload.startsWith('{"beat":')) {
-      if (payload === this.pendingBeat) {
-        this.pendingBeat = undefined;
-        this.lastHeardAt = Date.now();
-      }
-      return;
-    }
     const signal = parseSignal(payload);
     if (signal) for (const listener of this.signalListeners) listener(signal);
   }
@@ -126,12 +133,12 @@ export class PostgresEventBus implements EventBus {
       return;
     }
     this.beating = true;
-    const beat = JSON.stringify({ beat: `${this.instance}:${++this.beats}` });
+    const beat = String(++this.beats);
     // Pending before it is sent: the listener may hear it before the NOTIFY's own answer arrives.
     this.pendingBeat = beat;
     this.pendingSince = Number.POSITIVE_INFINITY;
     try {
-      await this.options.sql`select pg_notify(${TASK_CHANNEL}, ${beat})`;
+      await this.options.sql`select pg_notify(${this.beatChannel}, ${beat})`;
       if (this.pendingBeat === beat) this.pendingSince = Date.now();
     } catch {
       // The database is unreachable: no verdict on the listener. /readyz reports the database itself.
