@@ -47,10 +47,10 @@ describe.each(databaseKinds())('avatarTaskUpdated over SSE on %s', (kind) => {
 
   beforeAll(async () => {
     [viaCallback, viaPoller] = await Promise.all([
-      startStack(kind, { stepMs: 200, createDelayMs: 300 }),
+      startStack(kind, { stepMs: 400, createDelayMs: 500 }),
       startStack(
         kind,
-        { stepMs: 600, createDelayMs: 300, callbackMode: 'drop' },
+        { stepMs: 800, createDelayMs: 500, callbackMode: 'drop' },
         { POLL_MIN_DELAY_MS: '100' },
       ),
     ]);

@@ -53,17 +53,17 @@ function expectWholeHistory(received: UpdatedTask[], firstVersion: number) {
 describe.each(databaseKinds())('avatarTaskUpdated over graphql-ws on %s', (kind) => {
   // Two gateways with their own databases. `viaCallback`: the poller waits a minute, so results come from
   // kie's callback. `viaPoller`: every callback is dropped and the poller looks every few hundred ms, so
-  // each of kie's states (600 ms apiece) is observed by a poll. On both, kie answers createTask 300 ms late,
+  // each of kie's states (800 ms apiece) is observed by a poll. On both, kie answers createTask 500 ms late,
   // which leaves a test the time to subscribe while the task is still PENDING (see pendingTaskId).
   let viaCallback: Stack;
   let viaPoller: Stack;
 
   beforeAll(async () => {
     [viaCallback, viaPoller] = await Promise.all([
-      startStack(kind, { stepMs: 200, createDelayMs: 300 }, { MAX_SUBSCRIPTIONS_PER_SOCKET: '3' }),
+      startStack(kind, { stepMs: 400, createDelayMs: 500 }, { MAX_SUBSCRIPTIONS_PER_SOCKET: '3' }),
       startStack(
         kind,
-        { stepMs: 600, createDelayMs: 300, callbackMode: 'drop' },
+        { stepMs: 800, createDelayMs: 500, callbackMode: 'drop' },
         { POLL_MIN_DELAY_MS: '100', MAX_SOCKETS_PER_USER: '2' },
       ),
     ]);
