@@ -54,7 +54,7 @@ export function createWatchedSocketFactory(options: WatchedSocketOptions) {
 
   const kill = (socket: net.Socket, watched: Watch | undefined, reason: string) => {
     if (socket.destroyed) return;
-    socket.destroy(new DeadConnectionError(reason));
+    destroyWithError(socket, reason);
     if (watched?.backendPid !== undefined) options.onDead?.(watched.backendPid);
   };
 
@@ -90,7 +90,7 @@ export function createWatchedSocketFactory(options: WatchedSocketOptions) {
     destroyAll(reason: string): void {
       const doomed = [...sockets.keys()];
       sockets.clear();
-      for (const socket of doomed) socket.destroy(new DeadConnectionError(reason));
+      for (const socket of doomed) destroyWithError(socket, reason);
     },
   };
 }
@@ -150,3 +150,15 @@ function endsWithReadyForQuery(chunk: Buffer): boolean {
     TRANSACTION_STATUSES.has(chunk[at + 5] ?? 0)
   );
 }
+
+/**
+ * postgres.js removes every listener from a socket it upgrades to TLS or has seen close, so a socket destroyed
+ * with an error may have nobody to hear it: an unhandled 'error' event would end the process. While postgres.js
+ * listens, its listener alone hears the error and fails the connection's queries.
+ */
+function destroyWithError(socket: net.Socket, reason: string): void {
+  if (socket.listenerCount('error') === 0) socket.on('error', ignoreError);
+  socket.destroy(new DeadConnectionError(reason));
+}
+
+function ignoreError(): void {}
