@@ -3,13 +3,15 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
+import { expect } from 'vitest';
 import {
   type SimulatorKnobs,
   type SimulatorServer,
   startSimulatorServer,
 } from '../../src/upstream/simulator.js';
 import { createTestDatabase, hasPostgres, type TestDatabase } from './database.js';
-import { startTestGateway, type TestGateway } from './gateway.js';
+import { signToken, startTestGateway, type TestGateway } from './gateway.js';
+import { connectWs, subscribeFetchSse } from './subscriptions.js';
 
 /**
  * Helpers for the attack suite: a production-configured gateway, requests written to a raw socket, and the
@@ -236,4 +238,52 @@ export function watchHealth(baseUrl: string, intervalMs = 50) {
 export function distinctPaddedQuery(index: number, bytes: number): string {
   const head = `{ __typename } # ${index} `;
   return head + 'x'.repeat(Math.max(0, bytes - head.length));
+}
+
+/** A subscription a document limit must refuse, and the variable naming that limit. */
+export interface LimitedSubscription {
+  query: string;
+  limit: string;
+}
+
+/**
+ * Sends each subscription over graphql-ws, the lean SSE path and graphql-sse, and checks that every transport
+ * refuses it naming the same limit: the one operation gate serves them all.
+ */
+export async function expectRefusedOnEveryStream(
+  gateway: TestGateway,
+  user: string,
+  cases: readonly LimitedSubscription[],
+): Promise<void> {
+  const ws = await connectWs(gateway, user);
+  try {
+    for (const { query, limit } of cases) {
+      const viaWs = ws.subscribe({ query });
+      const viaSse = await subscribeFetchSse(gateway, user, { query });
+      for (const [transport, received] of Object.entries({ viaWs, viaSse })) {
+        await received.waitForEnd();
+        const refusal = received.errors[0] ?? (received.ending as { error?: unknown } | undefined)?.error;
+        expect({ transport, limit, refusal: JSON.stringify(refusal) }).toEqual({
+          transport,
+          limit,
+          refusal: expect.stringContaining(`"limit":"${limit}"`),
+        });
+        received.stop();
+      }
+      // graphql-sse's protocol refuses before its stream starts: a 400 with the errors, for its client.
+      const viaGraphqlSse = await fetch(`${gateway.graphqlUrl}/stream`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'text/event-stream',
+          authorization: `Bearer ${await signToken(user)}`,
+        },
+        body: JSON.stringify({ query }),
+      });
+      expect({ limit, status: viaGraphqlSse.status }).toEqual({ limit, status: 400 });
+      expect(await viaGraphqlSse.text()).toContain(`"limit":"${limit}"`);
+    }
+  } finally {
+    await ws.dispose();
+  }
 }

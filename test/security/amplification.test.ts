@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { type ProductionStack, startProductionStack } from '../helpers/attack.js';
+import { expectRefusedOnEveryStream, type ProductionStack, startProductionStack } from '../helpers/attack.js';
 import { createTaskOk, sampleInput, signToken, TASK_FIELDS } from '../helpers/gateway.js';
 import {
   connectWs,
@@ -126,36 +126,7 @@ describe('seen 3: aliases, cost and response size', () => {
         limit: 'MAX_QUERY_ALIASES',
       },
     ];
-    const ws = await connectWs(stack.gateway, 'mallory');
-    try {
-      for (const { query, limit } of cases) {
-        const viaWs = ws.subscribe({ query });
-        const viaSse = await subscribeFetchSse(stack.gateway, 'mallory', { query });
-        for (const [transport, received] of Object.entries({ viaWs, viaSse })) {
-          await received.waitForEnd();
-          const refusal = received.errors[0] ?? (received.ending as { error?: unknown } | undefined)?.error;
-          expect({ transport, limit, refusal: JSON.stringify(refusal) }).toEqual({
-            transport,
-            limit,
-            refusal: expect.stringContaining(`"limit":"${limit}"`),
-          });
-          received.stop();
-        }
-        const viaGraphqlSse = await fetch(`${stack.gateway.graphqlUrl}/stream`, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            accept: 'text/event-stream',
-            authorization: `Bearer ${await signToken('mallory')}`,
-          },
-          body: JSON.stringify({ query }),
-        });
-        expect({ limit, status: viaGraphqlSse.status }).toEqual({ limit, status: 400 });
-        expect(await viaGraphqlSse.text()).toContain(`"limit":"${limit}"`);
-      }
-    } finally {
-      await ws.dispose();
-    }
+    await expectRefusedOnEveryStream(stack.gateway, 'mallory', cases);
   });
 
   it('MAX_UPDATE_BYTES: an update over the cap ends the stream with a clear error, on every transport', async () => {

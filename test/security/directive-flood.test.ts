@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { attack, longestLoopDelayMs, type ProductionStack, startProductionStack } from '../helpers/attack.js';
-import { signToken } from '../helpers/gateway.js';
-import { connectWs, subscribeFetchSse } from '../helpers/subscriptions.js';
+import {
+  attack,
+  expectRefusedOnEveryStream,
+  longestLoopDelayMs,
+  type ProductionStack,
+  startProductionStack,
+} from '../helpers/attack.js';
 
 // Seen 2 (issue 8): one 18 MB request with a million `@include` blocked the event loop for 12 s. Limits
 // proved: MAX_REQUEST_BODY_BYTES (the 18 MB never reaches the parser), MAX_QUERY_TOKENS (the parser stops
@@ -76,36 +80,6 @@ describe('seen 2: a million @include', () => {
       { query: subscription(400), limit: 'MAX_QUERY_TOKENS' },
       { query: subscription(21), limit: 'MAX_QUERY_DIRECTIVES' },
     ];
-    const ws = await connectWs(stack.gateway, 'mallory');
-    try {
-      for (const { query, limit } of cases) {
-        const viaWs = ws.subscribe({ query });
-        const viaSse = await subscribeFetchSse(stack.gateway, 'mallory', { query });
-        for (const [transport, received] of Object.entries({ viaWs, viaSse })) {
-          await received.waitForEnd();
-          const refusal = received.errors[0] ?? (received.ending as { error?: unknown } | undefined)?.error;
-          expect({ transport, limit, refusal: JSON.stringify(refusal) }).toEqual({
-            transport,
-            limit,
-            refusal: expect.stringContaining(`"limit":"${limit}"`),
-          });
-          received.stop();
-        }
-        // graphql-sse's protocol refuses before its stream starts: a 400 with the errors, for its client.
-        const viaGraphqlSse = await fetch(`${stack.gateway.graphqlUrl}/stream`, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            accept: 'text/event-stream',
-            authorization: `Bearer ${await signToken('mallory')}`,
-          },
-          body: JSON.stringify({ query }),
-        });
-        expect({ limit, status: viaGraphqlSse.status }).toEqual({ limit, status: 400 });
-        expect(await viaGraphqlSse.text()).toContain(`"limit":"${limit}"`);
-      }
-    } finally {
-      await ws.dispose();
-    }
+    await expectRefusedOnEveryStream(stack.gateway, 'mallory', cases);
   });
 });
