@@ -1,7 +1,8 @@
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
+import { callbackBody, FORGED_VIDEO, postCallback, signCallback } from '../helpers/callbacks.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
   createTaskOk,
@@ -15,7 +16,6 @@ import {
 
 const wait = { timeout: 10_000, interval: 25 };
 const HMAC_KEY = 'callback-test-webhook-key';
-const FORGED_VIDEO = 'https://attacker.example/forged.mp4';
 
 interface Target {
   /** The gateway's own task id, as in the callback path. */
@@ -33,46 +33,10 @@ async function target(gateway: TestGateway, task: TaskView): Promise<Target> {
   return { id, globalId: task.id, secret: row.callbackSecret, upstreamTaskId: row.upstreamTaskId };
 }
 
-function body(upstreamTaskId: string, state: string, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    code: state === 'fail' ? 501 : 200,
-    msg: 'callback',
-    data: {
-      taskId: upstreamTaskId,
-      state,
-      resultJson: state === 'success' ? JSON.stringify({ resultUrls: [FORGED_VIDEO] }) : '',
-      ...(state === 'fail' ? { failCode: '500', failMsg: 'forged failure' } : {}),
-      ...extra,
-    },
-  });
-}
-
-function sign(upstreamTaskId: string, timestamp: number, key = HMAC_KEY): Record<string, string> {
-  return {
-    'x-webhook-timestamp': String(timestamp),
-    'x-webhook-signature': createHmac('sha256', key)
-      .update(`${upstreamTaskId}.${timestamp}`)
-      .digest('base64'),
-  };
-}
+const sign = (upstreamTaskId: string, timestamp: number, key = HMAC_KEY) =>
+  signCallback(upstreamTaskId, timestamp, key);
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-
-async function post(
-  gateway: TestGateway,
-  path: string,
-  payload: BodyInit,
-  headers: Record<string, string> = {},
-): Promise<number> {
-  const response = await fetch(`${gateway.url}/callbacks/kie/${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: payload,
-    ...(payload instanceof ReadableStream ? { duplex: 'half' } : {}),
-  } as RequestInit);
-  await response.arrayBuffer();
-  return response.status;
-}
 
 /** What a client can see change: anything here differing means a callback was applied. */
 async function visible(gateway: TestGateway, id: string) {
@@ -147,7 +111,9 @@ describe.each(databaseKinds())('on %s', (kind) => {
       const before = await visible(gateway, task.globalId);
       expect(before.resultUrls[0]).toMatch(/\/results\/task_kling_/);
       for (const state of ['waiting', 'queuing', 'generating', 'fail', 'success']) {
-        expect(await post(gateway, `${task.id}/${task.secret}`, body(task.upstreamTaskId, state))).toBe(200);
+        expect(
+          await postCallback(gateway, `${task.id}/${task.secret}`, callbackBody(task.upstreamTaskId, state)),
+        ).toBe(200);
       }
       expect(await visible(gateway, task.globalId)).toEqual(before);
     });
@@ -155,11 +121,11 @@ describe.each(databaseKinds())('on %s', (kind) => {
     it('moves forward through out-of-order callbacks and never back', async () => {
       const task = await runningTask();
       const path = `${task.id}/${task.secret}`;
-      expect(await post(gateway, path, body(task.upstreamTaskId, 'generating'))).toBe(200);
+      expect(await postCallback(gateway, path, callbackBody(task.upstreamTaskId, 'generating'))).toBe(200);
       expect((await visible(gateway, task.globalId)).state).toBe('GENERATING');
       const generating = await visible(gateway, task.globalId);
-      expect(await post(gateway, path, body(task.upstreamTaskId, 'queuing'))).toBe(200);
-      expect(await post(gateway, path, body(task.upstreamTaskId, 'waiting'))).toBe(200);
+      expect(await postCallback(gateway, path, callbackBody(task.upstreamTaskId, 'queuing'))).toBe(200);
+      expect(await postCallback(gateway, path, callbackBody(task.upstreamTaskId, 'waiting'))).toBe(200);
       expect(await visible(gateway, task.globalId)).toEqual(generating);
       // kie's other spelling of the id and of the message.
       const alternative = JSON.stringify({
@@ -167,7 +133,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
         message: 'done',
         data: { task_id: task.upstreamTaskId, state: 'success', resultJson: { resultUrls: [FORGED_VIDEO] } },
       });
-      expect(await post(gateway, path, alternative)).toBe(200);
+      expect(await postCallback(gateway, path, alternative)).toBe(200);
       const done = await getTask(gateway, task.globalId);
       expect(done?.state).toBe('SUCCEEDED');
       expect(done?.videoUrl).toBe(FORGED_VIDEO);
@@ -177,7 +143,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
         ['GENERATING', 'CALLBACK'],
         ['SUCCEEDED', 'CALLBACK'],
       ]);
-      expect(await post(gateway, path, body(task.upstreamTaskId, 'fail'))).toBe(200);
+      expect(await postCallback(gateway, path, callbackBody(task.upstreamTaskId, 'fail'))).toBe(200);
       expect((await getTask(gateway, task.globalId))?.state).toBe('SUCCEEDED');
     });
 
@@ -188,7 +154,9 @@ describe.each(databaseKinds())('on %s', (kind) => {
       // decide again on the row the winner left.
       const states = ['queuing', 'generating', 'success', 'queuing', 'generating', 'success', 'waiting'];
       const statuses = await Promise.all(
-        [...states, ...states].map((state) => post(gateway, path, body(task.upstreamTaskId, state))),
+        [...states, ...states].map((state) =>
+          postCallback(gateway, path, callbackBody(task.upstreamTaskId, state)),
+        ),
       );
       expect(statuses).toEqual(statuses.map(() => 200));
       const done = await getTask(gateway, task.globalId);
@@ -205,7 +173,9 @@ describe.each(databaseKinds())('on %s', (kind) => {
 
     it('records a failure callback with kie’s message', async () => {
       const task = await runningTask();
-      expect(await post(gateway, `${task.id}/${task.secret}`, body(task.upstreamTaskId, 'fail'))).toBe(200);
+      expect(
+        await postCallback(gateway, `${task.id}/${task.secret}`, callbackBody(task.upstreamTaskId, 'fail')),
+      ).toBe(200);
       const failed = await getTask(gateway, task.globalId);
       expect(failed?.state).toBe('FAILED');
       expect(failed?.failure?.code).toBe('GENERATION_FAILED');
@@ -219,7 +189,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       const b = await runningTask();
       const beforeA = await visible(gateway, a.globalId);
       const beforeB = await visible(gateway, b.globalId);
-      const success = body(a.upstreamTaskId, 'success');
+      const success = callbackBody(a.upstreamTaskId, 'success');
       const big = JSON.stringify({
         data: { taskId: a.upstreamTaskId, state: 'success', pad: 'x'.repeat(70_000) },
       });
@@ -230,11 +200,11 @@ describe.each(databaseKinds())('on %s', (kind) => {
         ['an extra path segment', `${a.id}/${a.secret}/more`, success, 404],
         ['an unknown task', `${randomUUID()}/${a.secret}`, success, 404],
         ['a task id that is not one', `not-a-task/${a.secret}`, success, 404],
-        ["another task's kie id", `${a.id}/${a.secret}`, body(b.upstreamTaskId, 'success'), 401],
-        ['an unknown kie id', `${a.id}/${a.secret}`, body('task_kling_0_forged', 'success'), 401],
+        ["another task's kie id", `${a.id}/${a.secret}`, callbackBody(b.upstreamTaskId, 'success'), 401],
+        ['an unknown kie id', `${a.id}/${a.secret}`, callbackBody('task_kling_0_forged', 'success'), 401],
         ['malformed JSON', `${a.id}/${a.secret}`, '{"data": {"taskId":', 400],
         ['JSON that is no callback', `${a.id}/${a.secret}`, '[1,2,3]', 400],
-        ['an unknown state', `${a.id}/${a.secret}`, body(a.upstreamTaskId, 'finished'), 400],
+        ['an unknown state', `${a.id}/${a.secret}`, callbackBody(a.upstreamTaskId, 'finished'), 400],
         ['no kie id', `${a.id}/${a.secret}`, JSON.stringify({ data: { state: 'success' } }), 400],
         ['a body over 64 KiB', `${a.id}/${a.secret}`, big, 413],
         [
@@ -254,7 +224,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       ];
       for (const [name, path, payload, status] of cases) {
         const sent = typeof payload === 'function' ? payload() : payload;
-        expect({ name, status: await post(gateway, path, sent) }).toEqual({ name, status });
+        expect({ name, status: await postCallback(gateway, path, sent) }).toEqual({ name, status });
         expect({ name, a: await visible(gateway, a.globalId) }).toEqual({ name, a: beforeA });
       }
       expect(await visible(gateway, b.globalId)).toEqual(beforeB);
@@ -262,7 +232,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       expect(get.status).toBe(405);
 
       // The same callback with the right secret and id is taken: the refusals above were not for its content.
-      expect(await post(gateway, `${a.id}/${a.secret}`, success)).toBe(200);
+      expect(await postCallback(gateway, `${a.id}/${a.secret}`, success)).toBe(200);
       expect((await getTask(gateway, a.globalId))?.state).toBe('SUCCEEDED');
       expect(await visible(gateway, b.globalId)).toEqual(beforeB);
     });
@@ -298,7 +268,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       kie.simulator.knobs.stepMs = 50;
       const task = await target(gateway, created);
       const path = `${task.id}/${task.secret}`;
-      const success = body(task.upstreamTaskId, 'success');
+      const success = callbackBody(task.upstreamTaskId, 'success');
       const before = await visible(gateway, task.globalId);
       const now = nowSeconds();
       const cases: Array<[string, Record<string, string>, string]> = [
@@ -327,21 +297,24 @@ describe.each(databaseKinds())('on %s', (kind) => {
         ],
       ];
       for (const [name, headers, url] of cases) {
-        expect({ name, status: await post(gateway, url, success, headers) }).toEqual({ name, status: 401 });
+        expect({ name, status: await postCallback(gateway, url, success, headers) }).toEqual({
+          name,
+          status: 401,
+        });
         expect({ name, task: await visible(gateway, task.globalId) }).toEqual({ name, task: before });
       }
 
       // Inside the window, a few minutes of clock skew are accepted.
       expect(
-        await post(
+        await postCallback(
           gateway,
           path,
-          body(task.upstreamTaskId, 'generating'),
+          callbackBody(task.upstreamTaskId, 'generating'),
           sign(task.upstreamTaskId, now - 200),
         ),
       ).toBe(200);
       expect((await getTask(gateway, task.globalId))?.state).toBe('GENERATING');
-      expect(await post(gateway, path, success, sign(task.upstreamTaskId, nowSeconds()))).toBe(200);
+      expect(await postCallback(gateway, path, success, sign(task.upstreamTaskId, nowSeconds()))).toBe(200);
       const done = await getTask(gateway, task.globalId);
       expect(done?.state).toBe('SUCCEEDED');
       expect(done?.videoUrl).toBe(FORGED_VIDEO);

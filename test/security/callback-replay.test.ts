@@ -1,44 +1,14 @@
-import { createHmac } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
+import { callbackBody, postCallback, signCallback } from '../helpers/callbacks.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import { createTaskOk, getTask, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 const HMAC_KEY = 'replay-test-webhook-key';
-const FORGED_VIDEO = 'https://attacker.example/forged.mp4';
 
-function callbackBody(upstreamTaskId: string, state: string): string {
-  return JSON.stringify({
-    code: state === 'fail' ? 501 : 200,
-    msg: 'callback',
-    data: {
-      taskId: upstreamTaskId,
-      state,
-      resultJson: state === 'success' ? JSON.stringify({ resultUrls: [FORGED_VIDEO] }) : '',
-      ...(state === 'fail' ? { failCode: '500', failMsg: 'forged failure' } : {}),
-    },
-  });
-}
-
-function signed(upstreamTaskId: string, timestamp = Math.floor(Date.now() / 1000)): Record<string, string> {
-  return {
-    'x-webhook-timestamp': String(timestamp),
-    'x-webhook-signature': createHmac('sha256', HMAC_KEY)
-      .update(`${upstreamTaskId}.${timestamp}`)
-      .digest('base64'),
-  };
-}
-
-async function post(gateway: TestGateway, path: string, body: string, headers: Record<string, string>) {
-  const response = await fetch(`${gateway.url}/callbacks/kie/${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body,
-  });
-  await response.arrayBuffer();
-  return response.status;
-}
+const signed = (upstreamTaskId: string, timestamp = Math.floor(Date.now() / 1000)) =>
+  signCallback(upstreamTaskId, timestamp, HMAC_KEY);
 
 /**
  * seen 11. Limit proved: a callback signature (timestamp + signature) is accepted once, across instances.
@@ -74,21 +44,21 @@ describe.each(databaseKinds())('replayed callback signatures on %s', (kind) => {
     const signedAt = Math.floor(Date.now() / 1000);
     const headers = signed(row.upstreamTaskId, signedAt);
 
-    expect(await post(one, path, callbackBody(row.upstreamTaskId, 'generating'), headers)).toBe(200);
+    expect(await postCallback(one, path, callbackBody(row.upstreamTaskId, 'generating'), headers)).toBe(200);
     const generating = await getTask(one, created.id, 'replayed');
     expect(generating?.state).toBe('GENERATING');
 
     // The same signature with a forged result, and with a forged failure, on both instances.
     for (const gateway of [one, two]) {
       for (const state of ['success', 'fail']) {
-        expect(await post(gateway, path, callbackBody(row.upstreamTaskId, state), headers)).toBe(200);
+        expect(await postCallback(gateway, path, callbackBody(row.upstreamTaskId, state), headers)).toBe(200);
         expect(await getTask(gateway, created.id, 'replayed')).toEqual(generating);
       }
     }
 
     // A callback signed afresh (another timestamp) is still taken.
     const fresh = signed(row.upstreamTaskId, signedAt - 2);
-    expect(await post(two, path, callbackBody(row.upstreamTaskId, 'success'), fresh)).toBe(200);
+    expect(await postCallback(two, path, callbackBody(row.upstreamTaskId, 'success'), fresh)).toBe(200);
     const done = await getTask(one, created.id, 'replayed');
     expect(done?.state).toBe('SUCCEEDED');
     expect(done?.events.at(-1)).toMatchObject({ state: 'SUCCEEDED', source: 'CALLBACK' });
