@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import type { TaskFailureCode } from '../tasks/errors.js';
 
 // Millisecond precision: JavaScript dates carry milliseconds, and keyset cursors and `since` compare
 // timestamps that have made a round trip through a Date.
@@ -28,7 +29,7 @@ export const avatarTasks = pgTable(
     callbackSecret: text('callback_secret').notNull(),
     upstreamTaskId: text('upstream_task_id'),
     resultUrls: jsonb('result_urls').$type<string[]>().notNull().default([]),
-    failureCode: text('failure_code'),
+    failureCode: text('failure_code').$type<TaskFailureCode>(),
     failureMessage: text('failure_message'),
     version: integer('version').notNull().default(1),
     submitStatus: text('submit_status', { enum: submitStatuses }).notNull().default('queued'),

@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import type { AvatarTaskRow } from '../db/schema.js';
 import { DeadlineExceededError, withDeadline } from '../deadline.js';
-import { failureCodes } from '../tasks/errors.js';
 import { whileLeased } from '../tasks/lease.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
@@ -205,7 +204,7 @@ export class Poller {
       if (now - task.createdAt.getTime() >= this.options.taskTimeoutMs) {
         const minutes = Math.round(this.options.taskTimeoutMs / 60_000);
         await service.fail(task.id, 'TIMEOUT', {
-          code: failureCodes.timeout,
+          code: 'TIMEOUT',
           message: `kie did not finish the task within ${minutes} minutes`,
         });
         return;
@@ -252,7 +251,7 @@ export class Poller {
         return;
       case 'unknown':
         await service.fail(task.id, 'POLLER', {
-          code: failureCodes.submitUnconfirmed,
+          code: 'SUBMIT_UNCONFIRMED',
           message:
             'kie never confirmed the submission and no callback claimed it; it was not resent to avoid paying twice',
         });

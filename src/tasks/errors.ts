@@ -3,8 +3,38 @@
  * `code`; nothing here knows about GraphQL.
  */
 
+/**
+ * Every code an error member of a mutation carries. The GraphQL enum AvatarTaskErrorCode is built from this
+ * list, so the TypeScript type and the schema cannot drift apart.
+ */
+export const taskErrorCodes = [
+  'INVALID_INPUT',
+  'IDEMPOTENCY_KEY_REUSED',
+  'INSUFFICIENT_CREDITS',
+  'UPSTREAM_REJECTED',
+  'RATE_LIMITED',
+  'QUOTA_EXCEEDED',
+  'UPSTREAM_UNAVAILABLE',
+] as const;
+export type TaskErrorCode = (typeof taskErrorCodes)[number];
+
+/**
+ * Every code a FAILED task carries in its failure: the submit refusals it shares with the error members, and
+ * the ends only a stored task can reach. The GraphQL enum AvatarTaskFailureCode is built from this list.
+ */
+export const taskFailureCodes = [
+  'INSUFFICIENT_CREDITS',
+  'UPSTREAM_REJECTED',
+  'UPSTREAM_UNAVAILABLE',
+  'GENERATION_FAILED',
+  'TIMEOUT',
+  'SUBMIT_UNCONFIRMED',
+  'CANCELED',
+] as const;
+export type TaskFailureCode = (typeof taskFailureCodes)[number];
+
 export abstract class TaskError extends Error {
-  abstract readonly code: string;
+  abstract readonly code: TaskErrorCode;
 }
 
 export class InvalidInputError extends TaskError {
@@ -80,13 +110,6 @@ export class UpstreamUnavailableError extends TaskError {
 export class UpstreamTaskMismatchError extends Error {
   override name = 'UpstreamTaskMismatchError';
 }
-
-/** Failure codes a task can end with, beyond the error members above. */
-export const failureCodes = {
-  generationFailed: 'GENERATION_FAILED',
-  timeout: 'TIMEOUT',
-  submitUnconfirmed: 'SUBMIT_UNCONFIRMED',
-} as const;
 
 /** Missing, or not the viewer's: the two are deliberately indistinguishable. */
 export class TaskNotFoundError extends Error {

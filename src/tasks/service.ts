@@ -281,7 +281,7 @@ export class TaskService {
     switch (error.kind) {
       case 'retryable': {
         if ((await repository.countQueuedSubmits()) >= this.options.maxPendingSubmits) {
-          const failure = {
+          const failure: TaskFailure = {
             code: 'UPSTREAM_UNAVAILABLE',
             message: `kie is unavailable and the queue is full: ${error.message}`,
           };

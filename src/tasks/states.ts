@@ -1,3 +1,5 @@
+import type { TaskFailureCode } from './errors.js';
+
 /**
  * The task state machine. Every change to a task, whatever its source, is planned here, so the rule
  * "states never move backwards and terminal states never change" lives in one place.
@@ -29,7 +31,7 @@ export interface UpstreamSnapshot {
 }
 
 export interface TaskFailure {
-  code: string;
+  code: TaskFailureCode;
   message: string;
 }
 

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { taskErrorCodes, taskFailureCodes } from '../../src/tasks/errors.js';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
@@ -13,6 +14,11 @@ import {
   type TestGateway,
   waitForState,
 } from '../helpers/gateway.js';
+
+interface EnumIntrospection {
+  fields?: Array<{ name: string; type: unknown }>;
+  enumValues?: Array<{ name: string; description: string | null }>;
+}
 
 /** A user's whole history, newest first. */
 async function history(gateway: TestGateway, user: string): Promise<TaskView[]> {
@@ -144,6 +150,34 @@ describe.each(databaseKinds())('on %s', (kind) => {
       );
       expect(task.state).toBe('WAITING');
       expect(task.imageUrl).toBe(imageUrl);
+    });
+
+    it('types every code as an enum of the codes the gateway uses, each documented', async () => {
+      const codeType = `fields { name type { kind ofType { kind name } } }`;
+      const result = await gateway.gql<Record<string, EnumIntrospection>>(
+        `query {
+          error: __type(name: "Error") { ${codeType} }
+          failure: __type(name: "AvatarTaskFailure") { ${codeType} }
+          errorCodes: __type(name: "AvatarTaskErrorCode") { enumValues { name description } }
+          failureCodes: __type(name: "AvatarTaskFailureCode") { enumValues { name description } }
+        }`,
+      );
+      const codeField = (type: EnumIntrospection | undefined) =>
+        type?.fields?.find((field) => field.name === 'code')?.type;
+      expect(codeField(result.data?.error)).toEqual({
+        kind: 'NON_NULL',
+        ofType: { kind: 'ENUM', name: 'AvatarTaskErrorCode' },
+      });
+      expect(codeField(result.data?.failure)).toEqual({
+        kind: 'NON_NULL',
+        ofType: { kind: 'ENUM', name: 'AvatarTaskFailureCode' },
+      });
+      const values = (type: EnumIntrospection | undefined) => type?.enumValues ?? [];
+      expect(values(result.data?.errorCodes).map((value) => value.name)).toEqual([...taskErrorCodes]);
+      expect(values(result.data?.failureCodes).map((value) => value.name)).toEqual([...taskFailureCodes]);
+      for (const value of [...values(result.data?.errorCodes), ...values(result.data?.failureCodes)]) {
+        expect(value.description, value.name).toMatch(/\w{3,}/);
+      }
     });
 
     describe('idempotency', () => {

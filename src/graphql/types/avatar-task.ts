@@ -1,10 +1,10 @@
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { GraphQLError } from 'graphql';
 import type { AvatarTaskEventRow, AvatarTaskRow } from '../../db/schema.js';
-import { TaskNotFoundError } from '../../tasks/errors.js';
+import { type TaskFailureCode, TaskNotFoundError } from '../../tasks/errors.js';
 import { preloadedEvents } from '../../tasks/preloaded-events.js';
 import type { TaskCursor } from '../../tasks/repository.js';
-import type { avatarTaskEventSources, avatarTaskStates } from '../../tasks/states.js';
+import type { avatarTaskEventSources, avatarTaskStates, TaskFailure } from '../../tasks/states.js';
 import { builder } from '../builder.js';
 import { type GraphQLContext, requireViewer } from '../context.js';
 import { costOfValue } from '../cost.js';
@@ -39,21 +39,37 @@ const AvatarTaskEventSourceEnum = builder.enumType('AvatarTaskEventSource', {
   } satisfies Record<(typeof avatarTaskEventSources)[number], unknown>,
 });
 
-const AvatarTaskFailure = builder
-  .objectRef<{ code: string; message: string }>('AvatarTaskFailure')
-  .implement({
-    description: 'Why a task FAILED.',
-    fields: (t) => ({
-      code: t.exposeString('code', {
-        description:
-          'INSUFFICIENT_CREDITS, UPSTREAM_REJECTED, UPSTREAM_UNAVAILABLE, GENERATION_FAILED, TIMEOUT or SUBMIT_UNCONFIRMED.',
-      }),
-      message: t.exposeString('message', {
-        description: "What went wrong, with kie.ai's message when it gave one.",
-        extensions: costOfValue(500),
-      }),
+const AvatarTaskFailureCodeEnum = builder.enumType('AvatarTaskFailureCode', {
+  description: 'Why a task ended without a video.',
+  values: {
+    INSUFFICIENT_CREDITS: { description: 'kie.ai refused the submit: the account has too few credits.' },
+    UPSTREAM_REJECTED: { description: 'kie.ai refused the submit in a way a retry cannot fix.' },
+    UPSTREAM_UNAVAILABLE: {
+      description:
+        "kie.ai was down and the gateway's queue of waiting submits was full (MAX_PENDING_SUBMITS).",
+    },
+    GENERATION_FAILED: {
+      description: "kie.ai took the task and failed to render it; the message is kie.ai's.",
+    },
+    TIMEOUT: { description: 'kie.ai did not finish the task within TASK_TIMEOUT_MS.' },
+    SUBMIT_UNCONFIRMED: {
+      description:
+        'The submit got no answer, and kie.ai never confirmed having the task within SUBMIT_GRACE_MS; it was not sent again, so it is never paid twice.',
+    },
+    CANCELED: { description: 'Canceled by its owner before it was sent to kie.ai; nothing was charged.' },
+  } satisfies Record<TaskFailureCode, unknown>,
+});
+
+const AvatarTaskFailure = builder.objectRef<TaskFailure>('AvatarTaskFailure').implement({
+  description: 'Why a task FAILED.',
+  fields: (t) => ({
+    code: t.expose('code', { type: AvatarTaskFailureCodeEnum, description: 'Stable code of the failure.' }),
+    message: t.exposeString('message', {
+      description: "What went wrong, with kie.ai's message when it gave one.",
+      extensions: costOfValue(500),
     }),
-  });
+  }),
+});
 
 const AvatarTaskEvent = builder.objectRef<AvatarTaskEventRow>('AvatarTaskEvent').implement({
   description: "One change in a task's history.",
@@ -112,9 +128,11 @@ builder.node(AvatarTask, {
       type: AvatarTaskFailure,
       nullable: true,
       description: 'Why the task failed; null unless FAILED.',
+      // Every path to FAILED stores a code; a row without one still reads as a failed render, not as an
+      // error that would hide the rest of the task.
       resolve: (task) =>
         task.state === 'FAILED'
-          ? { code: task.failureCode ?? 'UNKNOWN', message: task.failureMessage ?? '' }
+          ? { code: task.failureCode ?? 'GENERATION_FAILED', message: task.failureMessage ?? '' }
           : null,
     }),
     version: t.exposeInt('version', {

@@ -5,16 +5,45 @@ import {
   QuotaExceededError,
   RateLimitedError,
   type TaskError,
+  type TaskErrorCode,
   UpstreamRejectedError,
   UpstreamUnavailableError,
 } from '../../tasks/errors.js';
 import { builder } from '../builder.js';
 
+// An enum rather than a String, so generated clients get a union of literals they can switch over; the
+// values serialize as the same strings, so a client reading `code` as a string keeps working.
+const AvatarTaskErrorCodeEnum = builder.enumType('AvatarTaskErrorCode', {
+  description: 'The stable code of an error member; each one names the error type that carries it.',
+  values: {
+    INVALID_INPUT: { description: 'InvalidInputError: an input field is not acceptable; see field.' },
+    IDEMPOTENCY_KEY_REUSED: {
+      description: 'IdempotencyKeyReusedError: the idempotencyKey was already used with a different input.',
+    },
+    INSUFFICIENT_CREDITS: {
+      description: 'InsufficientCreditsError: the kie.ai account has too few credits.',
+    },
+    UPSTREAM_REJECTED: {
+      description: 'UpstreamRejectedError: kie.ai refused the task in a way a retry cannot fix.',
+    },
+    RATE_LIMITED: {
+      description: 'RateLimitedError: the gateway is too busy; back off for retryAfterSeconds.',
+    },
+    QUOTA_EXCEEDED: { description: 'QuotaExceededError: one of your per-user caps is full; see quota.' },
+    UPSTREAM_UNAVAILABLE: {
+      description: 'UpstreamUnavailableError: kie.ai is down and the task could not be queued for later.',
+    },
+  } satisfies Record<TaskErrorCode, unknown>,
+});
+
 /** The shared shape of every expected failure: clients can always select `... on Error { code message }`. */
 export const ErrorInterface = builder.interfaceRef<TaskError>('Error').implement({
   description: 'An expected failure, with a stable machine-readable code and a message for people.',
   fields: (t) => ({
-    code: t.exposeString('code', { description: 'Stable code, e.g. INVALID_INPUT or RATE_LIMITED.' }),
+    code: t.expose('code', {
+      type: AvatarTaskErrorCodeEnum,
+      description: 'Stable code, one per error type, e.g. INVALID_INPUT or RATE_LIMITED.',
+    }),
     message: t.exposeString('message', { description: 'What went wrong, for a person to read.' }),
   }),
 });
