@@ -86,13 +86,11 @@ export interface TaskCursor {
 const terminalStates: AvatarTaskState[] = ['SUCCEEDED', 'FAILED'];
 const HOUR_MS = 3_600_000;
 
-// Advisory lock keys. Quotas lock one user (class + hash of the id); the create window is one lock for all.
+// Advisory lock key class: quotas lock one user (class + hash of the id). The create window's lock, one for
+// all, is taken in drizzle/0002_create_window_claim.sql.
 const QUOTA_LOCK_CLASS = 4_201_338;
-const CREATE_WINDOW_LOCK_CLASS = 4_201_339;
 /** How long who was served is remembered, so a user just served does not win the next tie. */
 const FAIRNESS_MEMORY_MS = 600_000;
-/** `ms` before now by the database's clock, so instances whose clocks differ still count one window. */
-const since = (ms: number) => sql`clock_timestamp() - make_interval(secs => ${ms / 1000}::float8)`;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export const isTaskId = (id: string) => uuidPattern.test(id);
@@ -431,67 +429,63 @@ export class TaskRepository {
   }
 
   /**
-   * Takes what kie's create window has free, for the queued submits whose turn it is, in one transaction that
-   * holds the window's advisory lock, so instances sharing the database share kie's limit. Fair turns: a
-   * user's n-th queued task competes as turn (slots the user took in the window) + n, so one user's burst
-   * cannot push back another user's first task, and a tie goes to whoever was served longest ago. Each taken
-   * task is marked in_flight, so no other instance sends it, and its slot is recorded. With `only`, just that
-   * task is taken, and only if its turn is among the free slots: a create sends its own task when it may, and
-   * leaves the others' turns to the submit loop. A new task is the create's own until then (its next check is
-   * later), and joins the queue for every instance when its turn has not come.
+   * Takes what kie's create window has free, for the queued submits whose turn it is, holding the window's
+   * advisory lock, so instances sharing the database share kie's limit. Fair turns: a user's n-th queued task
+   * competes as turn (slots the user took in the window) + n, so one user's burst cannot push back another
+   * user's first task, and a tie goes to whoever was served longest ago. Each taken task is marked in_flight,
+   * so no other instance sends it, and its slot is recorded. With `only`, just that task is taken, and only if
+   * its turn is among the free slots: a create sends its own task when it may, and leaves the others' turns to
+   * the submit loop. A new task is the create's own until then (its next check is later), and joins the queue
+   * for every instance when its turn has not come.
+   *
+   * All of it is one call of `avatar_claim_create_slots` (drizzle/0002_create_window_claim.sql): the lock is
+   * shared by every create of every instance, so it is held for the database's own work, not across round trips.
+   * `only` is the create's own row, which the claim's changes are applied to; the submit loop reads its rows.
    */
   async claimQueuedSubmits(
     window: CreateWindow,
-    options: { only?: string; now?: Date } = {},
+    options: { only?: AvatarTaskRow; now?: Date } = {},
   ): Promise<ClaimedSubmit[]> {
     const now = options.now ?? new Date();
-    return this.db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(${CREATE_WINDOW_LOCK_CLASS}, 0)`);
-      const countedMs = window.windowMs;
-      // The submit loop prunes; a create's own claim stays as short as it can.
-      if (options.only === undefined) {
-        await tx.delete(kieCreateSlots).where(sql`${kieCreateSlots.takenAt} <= ${since(FAIRNESS_MEMORY_MS)}`);
-      }
-      const [usage] = await tx
-        .select({ used: sql<number>`count(*)::int` })
-        .from(kieCreateSlots)
-        .where(sql`${kieCreateSlots.takenAt} > ${since(countedMs)}`);
-      const free = window.maxCreates - (usage?.used ?? 0);
-      const turns = free > 0 ? await fairTurns(tx, free, now, countedMs, options.only) : [];
-      const picked = options.only === undefined ? turns : turns.filter((id) => id === options.only);
-      if (picked.length === 0) {
-        // Not its turn: from now on the queue may hand it to whichever instance finds a free slot.
-        if (options.only !== undefined) {
-          await tx
-            .update(avatarTasks)
-            .set({ nextCheckAt: now })
-            .where(and(eq(avatarTasks.id, options.only), eq(avatarTasks.submitStatus, 'queued')));
-        }
-        return [];
-      }
-      const leaseUntil = new Date(now.getTime() + window.leaseMs);
-      const claimed = await tx
-        .update(avatarTasks)
-        .set({
-          submitStatus: 'in_flight',
-          submitAttempts: sql`${avatarTasks.submitAttempts} + 1`,
-          leaseUntil,
-          nextCheckAt: leaseUntil,
-        })
-        .where(
-          and(
-            inArray(avatarTasks.id, picked),
-            eq(avatarTasks.state, 'PENDING'),
-            eq(avatarTasks.submitStatus, 'queued'),
-          ),
-        )
-        .returning();
-      if (claimed.length === 0) return [];
-      const slots = await tx
-        .insert(kieCreateSlots)
-        .values(claimed.map((task) => ({ userId: task.userId, takenAt: sql`clock_timestamp()` })))
-        .returning({ id: kieCreateSlots.id });
-      return claimed.map((task, index) => ({ task, slotId: slots[index]?.id ?? '' }));
+    const claims = rowsOf(
+      await this.db.execute(sql`select task_id, slot_id, submit_attempts, lease_until
+        from avatar_claim_create_slots(${window.maxCreates}::integer, ${window.windowMs}::float8,
+          ${window.leaseMs}::float8, ${FAIRNESS_MEMORY_MS}::float8, ${options.only?.id ?? null}::uuid,
+          ${now.toISOString()}::timestamptz)`),
+    ) as Array<{ task_id: string; slot_id: string; submit_attempts: number; lease_until: string | Date }>;
+    if (claims.length === 0) return [];
+    const own = options.only;
+    const tasks = own
+      ? [own]
+      : await this.db
+          .select()
+          .from(avatarTasks)
+          .where(
+            inArray(
+              avatarTasks.id,
+              claims.map((claim) => claim.task_id),
+            ),
+          );
+    const byId = new Map(tasks.map((task) => [task.id, task]));
+    return claims.flatMap((claim) => {
+      const task = byId.get(claim.task_id);
+      if (!task) return [];
+      const leaseUntil = new Date(claim.lease_until);
+      return [
+        {
+          // The loop's rows were read after the claim; the create's own is the row it inserted, claimed since.
+          task: own
+            ? {
+                ...task,
+                submitStatus: 'in_flight' as const,
+                submitAttempts: claim.submit_attempts,
+                leaseUntil,
+                nextCheckAt: leaseUntil,
+              }
+            : task,
+          slotId: claim.slot_id,
+        },
+      ];
     });
   }
 
@@ -598,40 +592,4 @@ async function quotaFull(
     return { kind: 'quota', quota: 'CREATES_PER_HOUR', limit: quota.maxCreatesPerHour, resetsAt };
   }
   return null;
-}
-
-/**
- * The ids of the next `free` queued submits in fair turns (see claimQueuedSubmits), locked for the caller's
- * transaction. `only` is eligible although its first check is not yet due: it is its create asking.
- */
-async function fairTurns(
-  tx: Transaction,
-  free: number,
-  now: Date,
-  countedMs: number,
-  only: string | undefined,
-): Promise<string[]> {
-  const rows = rowsOf(
-    await tx.execute(sql`
-          with served as (
-            select user_id,
-              count(*) filter (where taken_at > ${since(countedMs)}) as used,
-              max(taken_at) as last_served
-            from ${kieCreateSlots} group by user_id
-          ), queue as (
-            select id, user_id, created_at,
-              row_number() over (partition by user_id order by created_at, id) as rank
-            from ${avatarTasks}
-            where state = 'PENDING' and submit_status = 'queued'
-              and (next_check_at <= ${now.toISOString()}::timestamptz or id = ${only ?? null}::uuid)
-              and (lease_until is null or lease_until <= ${now.toISOString()}::timestamptz)
-          )
-          select t.id from ${avatarTasks} t
-          join queue q on q.id = t.id
-          left join served s on s.user_id = q.user_id
-          order by coalesce(s.used, 0) + q.rank, s.last_served asc nulls first, q.created_at, q.id
-          limit ${free}
-          for update of t skip locked`),
-  );
-  return rows.map((row) => (row as { id: string }).id);
 }

@@ -167,7 +167,7 @@ export class TaskService {
     this.options.metrics.transitions.inc({ state: 'PENDING', source: 'MUTATION' });
     await this.publish(row);
 
-    const [own] = await this.submitQueued('MUTATION', row.id);
+    const [own] = await this.submitQueued('MUTATION', row);
     if (!own) return row;
     const { task, outcome, error } = await own;
     if (outcome === 'refused' && error) throw toCreateError(error);
@@ -176,9 +176,13 @@ export class TaskService {
 
   /**
    * The queue's one door to kie: takes what kie's create window has free for the tasks whose turn it is and
-   * starts sending them, one promise per task. With `only`, just that task, and only when its turn has come.
+   * starts sending them, one promise per task. With `only` (a create's own, just inserted), just that task, and
+   * only when its turn has come.
    */
-  async submitQueued(source: AvatarTaskEventSource, only?: string): Promise<Array<Promise<SubmitResult>>> {
+  async submitQueued(
+    source: AvatarTaskEventSource,
+    only?: AvatarTaskRow,
+  ): Promise<Array<Promise<SubmitResult>>> {
     const { repository, createWindow, submitLeaseMs } = this.options;
     if (only === undefined && !(await repository.hasQueuedSubmits())) return [];
     const claimed = await repository.claimQueuedSubmits(
