@@ -21,6 +21,20 @@ export type NewTask = Omit<
   'version' | 'state' | 'createdAt' | 'updatedAt' | 'submitStatus'
 >;
 
+/** What a create gives a new task; everything else starts at its default. */
+export type CreatedTask = Pick<
+  AvatarTaskRow,
+  | 'id'
+  | 'userId'
+  | 'model'
+  | 'imageUrl'
+  | 'audioUrl'
+  | 'prompt'
+  | 'idempotencyKey'
+  | 'inputHash'
+  | 'callbackSecret'
+> & { nextCheckAt: Date };
+
 /** Columns a change may set besides the state; they never bump the version on their own. */
 export type TaskPatch = Partial<
   Pick<
@@ -61,6 +75,8 @@ export type QuotaInsertOutcome =
   | { kind: 'inserted'; task: AvatarTaskRow }
   /** The user's idempotency key already names a task; nothing was inserted or counted. */
   | { kind: 'existing'; task: AvatarTaskRow }
+  /** MAX_PENDING_SUBMITS tasks already wait for kie: the client must back off. */
+  | { kind: 'queue_full'; queued: number }
   /** A cap is full; `resetsAt` is when the hourly one frees a create (unknown for unfinished tasks). */
   | { kind: 'quota'; quota: QuotaName; limit: number; resetsAt: Date | undefined };
 
@@ -84,11 +100,9 @@ export interface TaskCursor {
 }
 
 const terminalStates: AvatarTaskState[] = ['SUCCEEDED', 'FAILED'];
-const HOUR_MS = 3_600_000;
 
-// Advisory lock key class: quotas lock one user (class + hash of the id). The create window's lock, one for
-// all, is taken in drizzle/0002_create_window_claim.sql.
-const QUOTA_LOCK_CLASS = 4_201_338;
+// The advisory locks (one per user for the quotas, one for all for kie's create window) are taken in
+// drizzle/0002_create_window_claim.sql and drizzle/0003_create_within_quota.sql.
 /** How long who was served is remembered, so a user just served does not win the next tie. */
 const FAIRNESS_MEMORY_MS = 600_000;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -151,38 +165,55 @@ export class TaskRepository {
   }
 
   /**
-   * Stores a new PENDING task unless the user's caps are full, as one transaction that holds the user's
-   * advisory lock: two instances creating for one user at once count each other's tasks, so the caps hold
-   * across instances. An idempotency key already used returns that task and counts nothing.
+   * Stores a new PENDING task with its first event unless the queue or the user's caps are full, holding the
+   * user's advisory lock: two instances creating for one user at once count each other's tasks, so the caps
+   * hold across instances. An idempotency key already used returns that task and counts nothing.
+   *
+   * All of it is one call of `avatar_insert_task_within_quota` (drizzle/0003_create_within_quota.sql), so the
+   * lock is held for the database's own work, not across round trips. The row is the one the call inserted:
+   * what the task was given, and the columns' defaults.
    */
-  async insertWithinQuota(task: NewTask, now: Date, quota: UserQuota): Promise<QuotaInsertOutcome> {
-    // A user at full speed is refused without waiting for the lock: counts only the lock's holder can raise
-    // are already at the cap. The count under the lock decides the rest.
-    const fullAlready = await quotaFull(this.db, task.userId, now, quota);
-    if (fullAlready) return fullAlready;
-    return this.db.transaction(async (tx) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(${QUOTA_LOCK_CLASS}, hashtext(${task.userId}))`);
-      const byKey = async () => {
-        if (!task.idempotencyKey) return undefined;
-        const [row] = await tx
-          .select()
-          .from(avatarTasks)
-          .where(
-            and(eq(avatarTasks.userId, task.userId), eq(avatarTasks.idempotencyKey, task.idempotencyKey)),
-          );
-        return row;
-      };
-      const existing = await byKey();
-      if (existing) return { kind: 'existing', task: existing };
-
-      const full = await quotaFull(tx, task.userId, now, quota);
-      if (full) return full;
-      const row = await insertTask(tx, task, now);
-      if (row) return { kind: 'inserted', task: row };
-      const raced = await byKey();
-      if (!raced) throw new Error('idempotent insert conflicted but no task holds the key');
-      return { kind: 'existing', task: raced };
-    });
+  async insertWithinQuota(
+    task: CreatedTask,
+    now: Date,
+    limits: UserQuota & { maxPendingSubmits: number },
+  ): Promise<QuotaInsertOutcome> {
+    const [outcome] = rowsOf(
+      await this.db.execute(sql`select outcome, task_id, queued, quota, quota_limit, resets_at
+        from avatar_insert_task_within_quota(${task.id}::uuid, ${task.userId}::text, ${task.model}::text,
+          ${task.imageUrl}::text, ${task.audioUrl}::text, ${task.prompt}::text,
+          ${task.idempotencyKey}::text, ${task.inputHash}::text, ${task.callbackSecret}::text,
+          ${task.nextCheckAt.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz,
+          ${limits.maxPendingSubmits}::integer, ${limits.maxActiveTasks}::integer,
+          ${limits.maxCreatesPerHour}::integer)`),
+    ) as Array<{
+      outcome: 'inserted' | 'existing' | 'queue_full' | 'quota';
+      task_id: string | null;
+      queued: number | null;
+      quota: QuotaName | null;
+      quota_limit: number | null;
+      resets_at: string | Date | null;
+    }>;
+    switch (outcome?.outcome) {
+      case 'inserted':
+        return { kind: 'inserted', task: newRow(task, now) };
+      case 'existing': {
+        const existing = await this.findById(outcome.task_id ?? '');
+        if (!existing) throw new Error('an idempotency key names a task that cannot be read');
+        return { kind: 'existing', task: existing };
+      }
+      case 'queue_full':
+        return { kind: 'queue_full', queued: outcome.queued ?? 0 };
+      case 'quota':
+        return {
+          kind: 'quota',
+          quota: outcome.quota ?? 'ACTIVE_TASKS',
+          limit: outcome.quota_limit ?? 0,
+          resetsAt: outcome.resets_at === null ? undefined : new Date(outcome.resets_at),
+        };
+      default:
+        throw new Error(`inserting a task gave no outcome: ${JSON.stringify(outcome)}`);
+    }
   }
 
   async findById(id: string): Promise<AvatarTaskRow | undefined> {
@@ -558,38 +589,26 @@ async function insertTask(tx: Transaction, task: NewTask, now: Date): Promise<Av
   return row;
 }
 
-/** The cap a new task of `userId` would exceed, or null when both have room. */
-async function quotaFull(
-  reader: Pick<Database, 'select'>,
-  userId: string,
-  now: Date,
-  quota: UserQuota,
-): Promise<Extract<QuotaInsertOutcome, { kind: 'quota' }> | null> {
-  const hourAgo = new Date(now.getTime() - HOUR_MS);
-  const active = notInArray(avatarTasks.state, terminalStates);
-  const recent = gt(avatarTasks.createdAt, hourAgo);
-  const [counts] = await reader
-    .select({
-      active: sql<number>`(count(*) filter (where ${active}))::int`,
-      lastHour: sql<number>`(count(*) filter (where ${recent}))::int`,
-    })
-    .from(avatarTasks)
-    .where(and(eq(avatarTasks.userId, userId), or(active, recent)));
-  if ((counts?.active ?? 0) >= quota.maxActiveTasks) {
-    return { kind: 'quota', quota: 'ACTIVE_TASKS', limit: quota.maxActiveTasks, resetsAt: undefined };
-  }
-  const lastHour = counts?.lastHour ?? 0;
-  if (lastHour >= quota.maxCreatesPerHour) {
-    // The create whose hour ends next and brings the count under the cap.
-    const [freeing] = await reader
-      .select({ createdAt: avatarTasks.createdAt })
-      .from(avatarTasks)
-      .where(and(eq(avatarTasks.userId, userId), recent))
-      .orderBy(asc(avatarTasks.createdAt))
-      .offset(lastHour - quota.maxCreatesPerHour)
-      .limit(1);
-    const resetsAt = new Date((freeing?.createdAt ?? now).getTime() + HOUR_MS);
-    return { kind: 'quota', quota: 'CREATES_PER_HOUR', limit: quota.maxCreatesPerHour, resetsAt };
-  }
-  return null;
+/**
+ * The row avatar_insert_task_within_quota inserted, built here rather than read back: what the task was given,
+ * PENDING at version 1, and every other column's default (src/db/schema.ts).
+ */
+function newRow(task: CreatedTask, now: Date): AvatarTaskRow {
+  return {
+    ...task,
+    state: 'PENDING',
+    upstreamTaskId: null,
+    resultUrls: [],
+    failureCode: null,
+    failureMessage: null,
+    version: 1,
+    submitStatus: 'queued',
+    submitAttempts: 0,
+    submittedAt: null,
+    pollAttempts: 0,
+    leaseUntil: null,
+    createdAt: now,
+    updatedAt: now,
+    completedAt: null,
+  };
 }

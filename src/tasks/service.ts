@@ -132,15 +132,9 @@ export class TaskService {
    * FAILED); a full queue or temporary trouble leaves the task PENDING for the submit loop.
    */
   async create(userId: string, rawInput: CreateTaskInput): Promise<AvatarTaskRow> {
-    const { repository, quota } = this.options;
+    const { repository, quota, maxPendingSubmits } = this.options;
     const input = validateInput(rawInput);
     const inputHash = hashInput(input);
-    if (input.idempotencyKey) {
-      const existing = await repository.findByIdempotencyKey(userId, input.idempotencyKey);
-      if (existing) return sameInputOrThrow(existing, inputHash);
-    }
-    await this.refuseWhenQueueFull();
-
     const now = new Date();
     const stored = await repository.insertWithinQuota(
       {
@@ -158,9 +152,10 @@ export class TaskService {
         nextCheckAt: new Date(now.getTime() + this.options.submitLeaseMs),
       },
       now,
-      quota,
+      { ...quota, maxPendingSubmits },
     );
     if (stored.kind === 'existing') return sameInputOrThrow(stored.task, inputHash);
+    if (stored.kind === 'queue_full') throw this.queueFull(stored.queued);
     if (stored.kind === 'quota')
       throw new QuotaExceededError(stored.quota, stored.limit, stored.resetsAt, now);
     const row = stored.task;
@@ -215,13 +210,11 @@ export class TaskService {
    * The queue is bounded for the whole gateway: past MAX_PENDING_SUBMITS waiting tasks a client must back off,
    * and is told for how long the queue needs to drain to that point at kie's rate.
    */
-  private async refuseWhenQueueFull(): Promise<void> {
-    const { repository, maxPendingSubmits, createWindow } = this.options;
-    const queued = await repository.countQueuedSubmits();
-    if (queued < maxPendingSubmits) return;
+  private queueFull(queued: number): RateLimitedError {
+    const { maxPendingSubmits, createWindow } = this.options;
     const excess = queued - maxPendingSubmits + 1;
     const seconds = Math.ceil((excess / createWindow.maxCreates) * (createWindow.windowMs / 1000));
-    throw new RateLimitedError(Math.max(1, seconds));
+    return new RateLimitedError(Math.max(1, seconds));
   }
 
   /**
