@@ -2,7 +2,8 @@ import SchemaBuilder from '@pothos/core';
 import ErrorsPlugin from '@pothos/plugin-errors';
 import RelayPlugin from '@pothos/plugin-relay';
 import { DateTimeResolver } from 'graphql-scalars';
-import type { GraphQLContext } from './context.js';
+import { type GraphQLContext, requireViewer } from './context.js';
+import { decodeGlobalIdOrNothing, isNodeTypename } from './global-ids.js';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
@@ -15,7 +16,16 @@ export const builder = new SchemaBuilder<{
     clientMutationId: 'omit',
     cursorType: 'String',
     nodesQueryOptions: false,
-    nodeQueryOptions: { description: 'Fetches any object by its global id; null when missing or not yours.' },
+    decodeGlobalID: decodeGlobalIdOrNothing,
+    nodeQueryOptions: {
+      description: 'Fetches any object by its global id; null when missing or not yours.',
+      // Authenticated before the id is looked at, as every other field is; an id of no loadable type is
+      // missing, like an id that decodes to no task.
+      resolve: (_root, args, context, info, resolveNode) => {
+        requireViewer(context);
+        return isNodeTypename(info.schema, args.id.typename) ? resolveNode(args.id) : null;
+      },
+    },
     nodeTypeOptions: { description: 'An object with a global id.' },
     pageInfoTypeOptions: { description: 'Where a page of a connection sits in the whole list.' },
   },

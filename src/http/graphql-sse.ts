@@ -1,7 +1,7 @@
 import { type ExecutionArgs, type ExecutionResult, GraphQLError } from 'graphql';
 import { type Response as SseResponse, TOKEN_HEADER_KEY, TOKEN_QUERY_KEY } from 'graphql-sse';
 import { createHandler } from 'graphql-sse/lib/use/fetch';
-import type { Plugin } from 'graphql-yoga';
+import { type Plugin, processRegularResult } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import { createOperationGate } from './operation-gate.js';
@@ -34,13 +34,31 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
   let handler: ((request: Request) => Promise<Response>) | undefined;
   let fetchAPI: { Request: typeof Request; Response: typeof Response } | undefined;
   const refuse = (status: number, errors: readonly GraphQLError[]): SseResponse => [
-    JSON.stringify({ errors: errors.map((error) => error.toJSON()) }),
+    JSON.stringify({ errors: errors.map(withoutInternals) }),
     {
       status,
       statusText: STATUS_TEXT[status] ?? 'Bad Request',
       headers: { 'content-type': 'application/json; charset=utf-8' },
     },
   ];
+  /**
+   * A result refused as a whole, with an HTTP status (UNAUTHENTICATED's 401, SERVICE_UNAVAILABLE's 503),
+   * answered exactly as yoga answers it on /graphql: that status and yoga's body, not a 200 stream.
+   */
+  const answerAsYoga = async (
+    result: ExecutionResult,
+    api: Parameters<typeof processRegularResult>[1],
+  ): Promise<SseResponse> => {
+    const response = await processRegularResult(result, api, 'application/json');
+    return [
+      await response.text(),
+      {
+        status: response.status,
+        statusText: response.statusText,
+        headers: Object.fromEntries(response.headers),
+      },
+    ];
+  };
   const refuseWith = (status: number, message: string, code: string) =>
     refuse(status, [new GraphQLError(message, { extensions: { code } })]);
 
@@ -130,6 +148,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
               ? enveloped.subscribe(args)
               : enveloped.execute(args));
             if (Symbol.asyncIterator in result) return capUpdates(result, options.maxUpdateBytes);
+            if (result.errors?.some(hasHttpStatus)) return answerAsYoga(result, yoga.fetchAPI);
             // graphql-sse recognises a result only by its `data` key.
             return { ...result, data: result.data ?? null };
           },
@@ -163,6 +182,15 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
       })();
     },
   };
+}
+
+const hasHttpStatus = (error: GraphQLError) =>
+  Boolean((error.extensions.http as { status?: number } | undefined)?.status);
+
+/** An error as a client sees it: the `http` extension tells this server what status to answer, not the client. */
+function withoutInternals(error: GraphQLError) {
+  const { http: _http, ...extensions } = error.extensions;
+  return { ...error.toJSON(), ...(Object.keys(extensions).length ? { extensions } : {}) };
 }
 
 const STATUS_TEXT: Record<number, string> = {

@@ -30,6 +30,13 @@ async function post(url: string, query: string, authorization?: string, variable
   return { status: response.status, body: (await response.json()) as GraphQLResponse };
 }
 
+/** The GraphQL results of an answer: its JSON body, or each `next` event of an event stream. */
+async function graphqlResults(response: Response): Promise<GraphQLResponse[]> {
+  const body = await response.text();
+  if (!response.headers.get('content-type')?.startsWith('text/event-stream')) return [JSON.parse(body)];
+  return [...body.matchAll(/^event: next\ndata: (.+)$/gm)].map((match) => JSON.parse(match[1] ?? ''));
+}
+
 const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
@@ -110,6 +117,49 @@ describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
       expect(status).toBe(401);
       expect(body.data ?? null).toBeNull();
       expect(body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    });
+
+    describe.each([
+      ['no token', async () => undefined],
+      ['a bad token', async () => 'Bearer garbage'],
+      [
+        'an expired token',
+        async () => `Bearer ${await signToken('alice', Math.floor(Date.now() / 1000) - 60)}`,
+      ],
+    ])('with %s', (_name, authorization) => {
+      it.each([
+        ['a query, POST', '/graphql', 'application/json', '{ viewer { id } }'],
+        ['a node query, POST', '/graphql', 'application/json', '{ node(id: "bogus") { id } }'],
+        ['a mutation, POST', '/graphql', 'application/json', CREATE_TASK],
+        [
+          'a subscription over SSE',
+          '/graphql',
+          'text/event-stream',
+          'subscription { avatarTaskUpdated { id } }',
+        ],
+        ['a query over graphql-sse', '/graphql/stream', 'text/event-stream', '{ viewer { id } }'],
+        [
+          'a subscription over graphql-sse',
+          '/graphql/stream',
+          'text/event-stream',
+          'subscription { avatarTaskUpdated { id } }',
+        ],
+      ])('answers %s with HTTP 401 and only UNAUTHENTICATED', async (_what, path, accept, query) => {
+        const token = await authorization();
+        const response = await fetch(new URL(path, gateway.url), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept, ...(token ? { authorization: token } : {}) },
+          body: JSON.stringify({ query, variables: { input: sampleInput() } }),
+        });
+        expect(response.status).toBe(401);
+        const results = await graphqlResults(response);
+        const errors = results.flatMap((result) => result.errors ?? []);
+        expect(errors.length).toBeGreaterThan(0);
+        for (const error of errors) expect(error.extensions).toEqual({ code: 'UNAUTHENTICATED' });
+        expect(results.flatMap((result) => Object.values(result.data ?? {}))).toEqual(
+          results.flatMap((result) => Object.values(result.data ?? {}).map(() => null)),
+        );
+      });
     });
 
     it('answers introspection without a token', async () => {

@@ -74,13 +74,16 @@ describe.each(databaseKinds())('users are isolated on %s', (kind) => {
     expect(stolen).toEqual({ data: { avatarTask: null, node: null } });
     const missing = await byId(encodeGlobalID('AvatarTask', randomUUID()), 'bob');
     expect(missing).toEqual(stolen);
-    // An id that is no task id at all is "not found" to avatarTask too.
-    const garbage = await gateway.gql(
-      'query ($id: ID!) { avatarTask(id: $id) { id } }',
-      { id: 'garbage' },
-      'bob',
-    );
-    expect(garbage).toEqual({ data: { avatarTask: null } });
+  });
+
+  it.each([
+    ['no global id at all', 'bogus'],
+    ['base64 without a type', Buffer.from('no-colon').toString('base64')],
+    ['an id of a type that is no node', encodeGlobalID('Viewer', 'bob')],
+    ['an id of a type that does not exist', encodeGlobalID('Nothing', '1')],
+    ['an AvatarTask id that is no uuid', encodeGlobalID('AvatarTask', 'not-a-uuid')],
+  ])('answers %s like a missing task on avatarTask and node alike, with no error', async (_name, id) => {
+    expect(await byId(id, 'bob')).toEqual({ data: { avatarTask: null, node: null } });
   });
 
   it("never lists another user's task, with any filter or cursor", async () => {

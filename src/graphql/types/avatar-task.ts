@@ -1,4 +1,3 @@
-import { decodeGlobalID } from '@pothos/plugin-relay';
 import { GraphQLError } from 'graphql';
 import type { AvatarTaskEventRow, AvatarTaskRow } from '../../db/schema.js';
 import { type TaskFailureCode, TaskNotFoundError } from '../../tasks/errors.js';
@@ -8,6 +7,7 @@ import type { avatarTaskEventSources, avatarTaskStates, TaskFailure } from '../.
 import { builder } from '../builder.js';
 import { type GraphQLContext, requireViewer } from '../context.js';
 import { costOfValue } from '../cost.js';
+import { decodeGlobalIdOrNothing } from '../global-ids.js';
 
 export const AvatarTaskStateEnum = builder.enumType('AvatarTaskState', {
   description: 'Where a task is. SUCCEEDED and FAILED are terminal; a state never moves backwards.',
@@ -172,12 +172,8 @@ export const DEFAULT_PAGE_SIZE = 20;
 
 /** A global id of an AvatarTask → its local id; anything else → undefined (behaves as "no such task"). */
 export function taskIdFromGlobalId(globalId: string): string | undefined {
-  try {
-    const { typename, id } = decodeGlobalID(globalId);
-    return typename === 'AvatarTask' ? id : undefined;
-  } catch {
-    return undefined;
-  }
+  const { typename, id } = decodeGlobalIdOrNothing(globalId);
+  return typename === 'AvatarTask' ? id : undefined;
 }
 
 const encodeCursor = (task: AvatarTaskRow) =>

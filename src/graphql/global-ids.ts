@@ -1,0 +1,25 @@
+import { decodeGlobalID } from '@pothos/plugin-relay';
+import { type GraphQLSchema, isObjectType } from 'graphql';
+
+export interface DecodedGlobalId {
+  typename: string;
+  id: string;
+}
+
+/**
+ * Decodes a global id, or names no type when the string is not one. A client's id that is not ours is a task
+ * that does not exist, never an "Invalid global ID" error: every path answers a missing or foreign id alike.
+ */
+export function decodeGlobalIdOrNothing(globalId: string): DecodedGlobalId {
+  try {
+    return decodeGlobalID(globalId);
+  } catch {
+    return { typename: '', id: globalId };
+  }
+}
+
+/** Whether a decoded id names a type `node` can load: an object type of this schema implementing Node. */
+export function isNodeTypename(schema: GraphQLSchema, typename: string): boolean {
+  const type = typename ? schema.getType(typename) : undefined;
+  return isObjectType(type) && type.getInterfaces().some((face) => face.name === 'Node');
+}
