@@ -28,6 +28,7 @@ import { type DrainOptions, drain, type ShutdownReport } from './shutdown.js';
 import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
+import { WatchedTasks } from './tasks/watched-tasks.js';
 import { KieClient } from './upstream/kie-client.js';
 import { SlidingWindowLimiter } from './upstream/rate-limiter.js';
 import { createKieSimulator, type KieSimulator } from './upstream/simulator.js';
@@ -157,8 +158,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       submitLeaseMs,
       maxPendingSubmits: config.poller.maxPendingSubmits,
     });
+    const watched = new WatchedTasks(repository, {
+      leaseMs: config.poller.leaseMs,
+      pollIntervalMs: config.poller.watchedIntervalMs,
+      logger,
+    });
+    cleanup.push(() => watched.stop());
     const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions, {
       replayPageSize: config.sinceReplayPageSize,
+      watched,
     });
     const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
@@ -184,6 +192,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       leaseMs: config.poller.leaseMs,
       tickTimeoutMs: config.poller.tickTimeoutMs,
       workTimeoutMs: config.poller.workTimeoutMs,
+      watchedPollIntervalMs: config.poller.watchedIntervalMs,
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
     if (!config.edge.metricsToken && !config.edge.publicMetrics) {
@@ -280,6 +289,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
           pingDatabase: () => database.ping(),
           release: [
             { name: 'stream deadlines', run: () => streamLimits.clock.stop() },
+            { name: 'watched tasks', run: () => watched.stop() },
             { name: 'kie client', run: () => kie.close() },
             ...(simulator ? [{ name: 'simulator', run: () => simulator.close() }] : []),
             { name: 'event bus', run: () => bus.close() },

@@ -59,6 +59,7 @@ const envSchema = z.object({
   POLL_INTERVAL_MS: intFrom(10).default(1000),
   POLL_MIN_DELAY_MS: intFrom(0).default(30_000),
   POLL_MAX_DELAY_MS: intFrom(1).default(300_000),
+  WATCHED_POLL_INTERVAL_MS: intFrom(100).default(1500),
   TASK_TIMEOUT_MS: intFrom(1).default(1_800_000),
   SUBMIT_GRACE_MS: intFrom(1).default(600_000),
   KIE_REQUEST_TIMEOUT_MS: intFrom(1).default(30_000),
@@ -158,6 +159,8 @@ export interface Config {
     tickTimeoutMs: number;
     /** Working one task (kie's answer and the writes) that takes longer is given up and retried later. */
     workTimeoutMs: number;
+    /** How often a task a live subscriber watches is checked with kie, within KIE_MAX_QUERIES_PER_S. */
+    watchedIntervalMs: number;
   };
   /** Deadlines of every wait on the database (postgres.js and PGlite alike). */
   database: DatabaseDeadlines & {
@@ -319,6 +322,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       leaseMs: e.TASK_LEASE_MS,
       tickTimeoutMs: e.POLL_TICK_TIMEOUT_MS,
       workTimeoutMs: e.POLL_WORK_TIMEOUT_MS,
+      watchedIntervalMs: e.WATCHED_POLL_INTERVAL_MS,
     },
     database: {
       connectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,

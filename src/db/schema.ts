@@ -40,6 +40,11 @@ export const avatarTasks = pgTable(
     pollAttempts: integer('poll_attempts').notNull().default(0),
     /** A poller or submitter instance holds the task until then, so two instances never work one task at once. */
     leaseUntil: at('lease_until'),
+    /**
+     * Someone is looking: a live subscriber on some instance holds the task watched until then, renewing it
+     * while the stream is open, so every instance's poller knows to check it sooner.
+     */
+    watchedUntil: at('watched_until'),
     createdAt: at('created_at').notNull(),
     updatedAt: at('updated_at').notNull(),
     completedAt: at('completed_at'),
@@ -51,6 +56,10 @@ export const avatarTasks = pgTable(
     index('avatar_tasks_user_updated_idx').on(t.userId, t.updatedAt),
     // "Tasks due for the poller or the submit loop": only unfinished tasks are in this partial index.
     index('avatar_tasks_due_idx').on(t.nextCheckAt).where(sql`${t.state} not in ('SUCCEEDED', 'FAILED')`),
+    // "Watched tasks due": few at a time, claimed before the others.
+    index('avatar_tasks_watched_idx')
+      .on(t.watchedUntil)
+      .where(sql`${t.state} not in ('SUCCEEDED', 'FAILED') and ${t.watchedUntil} is not null`),
     uniqueIndex('avatar_tasks_user_idempotency_key_idx')
       .on(t.userId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),

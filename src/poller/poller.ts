@@ -26,7 +26,12 @@ export interface PollerOptions {
   tickTimeoutMs: number;
   /** A task's work that takes longer is given up (its lease expires, so it is worked again later). */
   workTimeoutMs: number;
+  /** How often a task is checked while a live subscriber watches it (WATCHED_POLL_INTERVAL_MS). */
+  watchedPollIntervalMs: number;
 }
+
+/** Whether a live subscriber (on any instance) is looking at the task. */
+const isWatched = (task: AvatarTaskRow, now: number) => (task.watchedUntil?.getTime() ?? 0) > now;
 
 const HEALTH_WINDOW = 50;
 const DURATION_WINDOW = 200;
@@ -94,7 +99,11 @@ export class Poller {
   private lastTickOkAt = Date.now();
 
   constructor(private readonly options: PollerOptions) {
-    options.service.onSettled((task, source) => this.callbackHealth.record(task, source));
+    options.service.onSettled((task, source) => {
+      // A watched task is polled early on purpose: finding its result first says nothing about callbacks.
+      if (source === 'POLLER' && isWatched(task, Date.now())) return;
+      this.callbackHealth.record(task, source);
+    });
   }
 
   start(): void {
@@ -214,14 +223,17 @@ export class Poller {
         return;
       }
       const age = now - (task.submittedAt ?? task.createdAt).getTime();
-      if (task.upstreamTaskId && age < this.callbackHealth.quietPeriodMs()) {
+      const watched = isWatched(task, now);
+      if (!watched && task.upstreamTaskId && age < this.callbackHealth.quietPeriodMs()) {
         // Checked again on the usual schedule, so a change in the callbacks' health applies at once.
         const { nextCheckAt } = this.nextPoll(task, now);
         await repository.patch(task.id, { leaseUntil: null, nextCheckAt });
         return;
       }
       const snapshot = await this.options.kie.recordInfo(task.upstreamTaskId ?? '');
-      await service.applyUpstream(task.id, snapshot, 'POLLER', this.nextPoll(task, Date.now()));
+      const next = this.nextPoll(task, Date.now());
+      if (watched) next.nextCheckAt = this.soonerWhileWatched(task, now, next.nextCheckAt);
+      await service.applyUpstream(task.id, snapshot, 'POLLER', next);
       const lag = Date.now() - (task.nextCheckAt?.getTime() ?? now);
       this.checkLagMs = 0.9 * this.checkLagMs + 0.1 * Math.max(0, lag);
     } catch (error) {
@@ -273,6 +285,16 @@ export class Poller {
       leaseUntil: null,
       nextCheckAt: this.capped(task, now + delay),
     };
+  }
+
+  /**
+   * While someone watches, the task is checked at least every WATCHED_POLL_INTERVAL_MS from when it was
+   * claimed, so each of kie's states is seen; the first check after the watch lapses puts it back on the
+   * usual schedule.
+   */
+  private soonerWhileWatched(task: AvatarTaskRow, claimedAt: number, usual: Date): Date {
+    const watchedAt = this.capped(task, claimedAt + this.options.watchedPollIntervalMs);
+    return watchedAt < usual ? watchedAt : usual;
   }
 
   /** Never later than the task's timeout, so timeouts are found by the same due query. */

@@ -1,4 +1,18 @@
-import { and, asc, eq, gt, inArray, isNotNull, isNull, lte, ne, notInArray, or, sql } from 'drizzle-orm';
+import {
+  and,
+  asc,
+  eq,
+  gt,
+  inArray,
+  isNotNull,
+  isNull,
+  lte,
+  ne,
+  notInArray,
+  or,
+  type SQL,
+  sql,
+} from 'drizzle-orm';
 import type { Database } from '../db/connection.js';
 import {
   type AvatarTaskEventRow,
@@ -422,8 +436,27 @@ export class TaskRepository {
   }
 
   /**
+   * Marks tasks watched by a live subscriber until `until`, and brings the next check of those kie has
+   * forward to `checkBy` at the latest. Only tasks kie accepted: a task still to submit keeps its place in
+   * the submit loop, and is brought forward by a later renewal once kie has it.
+   */
+  async markWatched(ids: readonly string[], until: Date, checkBy: Date): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db
+      .update(avatarTasks)
+      .set({
+        watchedUntil: until,
+        nextCheckAt: sql`case when ${avatarTasks.submitStatus} = 'accepted'
+          then least(${avatarTasks.nextCheckAt}, ${checkBy.toISOString()}::timestamptz)
+          else ${avatarTasks.nextCheckAt} end`,
+      })
+      .where(and(inArray(avatarTasks.id, [...ids]), notInArray(avatarTasks.state, terminalStates)));
+  }
+
+  /**
    * Leases up to `limit` unfinished tasks whose next check is due, skipping rows another instance holds,
-   * so several pollers never work the same task at once.
+   * so several pollers never work the same task at once. Watched tasks (a live subscriber is looking) come
+   * first, so a crowd of unwatched ones never holds up what someone is waiting to see.
    */
   async claimDue(
     limit: number,
@@ -432,10 +465,28 @@ export class TaskRepository {
     queuedTimeoutMs = Number.POSITIVE_INFINITY,
   ): Promise<AvatarTaskRow[]> {
     if (limit <= 0) return [];
-    // Tasks waiting in the fair queue are the queue's (claimQueuedSubmits), until they have waited too long.
+    const watched = await this.claim(
+      limit,
+      leaseMs,
+      now,
+      and(gt(avatarTasks.watchedUntil, now), eq(avatarTasks.submitStatus, 'accepted')),
+    );
+    const room = limit - watched.length;
+    if (room <= 0) return watched;
+    // The rest: tasks in the fair queue are the queue's (claimQueuedSubmits), until they have waited too long.
     const queuedTimedOut = Number.isFinite(queuedTimeoutMs)
       ? lte(avatarTasks.createdAt, new Date(now.getTime() - queuedTimeoutMs))
       : sql`false`;
+    const unqueued = or(
+      ne(avatarTasks.state, 'PENDING'),
+      ne(avatarTasks.submitStatus, 'queued'),
+      queuedTimedOut,
+    );
+    return [...watched, ...(await this.claim(room, leaseMs, now, unqueued))];
+  }
+
+  /** Leases up to `limit` due, unleased, unfinished tasks that also meet `condition`, the earliest due first. */
+  private claim(limit: number, leaseMs: number, now: Date, condition: SQL | undefined) {
     const due = this.db
       .select({ id: avatarTasks.id })
       .from(avatarTasks)
@@ -444,7 +495,7 @@ export class TaskRepository {
           notInArray(avatarTasks.state, terminalStates),
           lte(avatarTasks.nextCheckAt, now),
           or(isNull(avatarTasks.leaseUntil), lte(avatarTasks.leaseUntil, now)),
-          or(ne(avatarTasks.state, 'PENDING'), ne(avatarTasks.submitStatus, 'queued'), queuedTimedOut),
+          condition,
         ),
       )
       .orderBy(asc(avatarTasks.nextCheckAt))
@@ -607,6 +658,7 @@ function newRow(task: CreatedTask, now: Date): AvatarTaskRow {
     submittedAt: null,
     pollAttempts: 0,
     leaseUntil: null,
+    watchedUntil: null,
     createdAt: now,
     updatedAt: now,
     completedAt: null,

@@ -6,6 +6,7 @@ import { withPreloadedEvents } from './preloaded-events.js';
 import { PullStream } from './pull-stream.js';
 import type { TaskRepository } from './repository.js';
 import { isTerminal } from './states.js';
+import type { WatchedTasks } from './watched-tasks.js';
 
 /** Allowance for clocks of several instances when a resync re-reads "what changed since we started". */
 const CLOCK_SKEW_MS = 5_000;
@@ -23,6 +24,8 @@ interface StreamDependencies {
   openStreams: OpenStreamsGauge;
   /** Tasks a `since` replay reads at a time (SINCE_REPLAY_PAGE_SIZE). */
   replayPageSize: number;
+  /** Where a stream on one unfinished task says someone is looking, so the poller checks it sooner. */
+  watched: Pick<WatchedTasks, 'add' | 'remove'> | undefined;
 }
 
 /** Where a replay goes on from: tasks changed after `since`, or at `since` after `afterId`. */
@@ -42,13 +45,14 @@ export class TaskUpdates {
     repository: TaskRepository,
     dispatcher: SignalDispatcher,
     openStreams: OpenStreamsGauge = { inc() {}, dec() {} },
-    options: { replayPageSize?: number } = {},
+    options: { replayPageSize?: number; watched?: StreamDependencies['watched'] } = {},
   ) {
     this.dependencies = {
       repository,
       dispatcher,
       openStreams,
       replayPageSize: options.replayPageSize ?? 100,
+      watched: options.watched,
     };
   }
 
@@ -85,6 +89,7 @@ export class TaskUpdates {
  */
 class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private sentVersion = 0;
+  private watching = false;
 
   constructor(
     private readonly dependencies: StreamDependencies,
@@ -99,7 +104,12 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   /** The snapshot read after listening began: sent first; a change signalled meanwhile is read next. */
   start(snapshot: AvatarTaskRow): void {
     this.sentVersion = snapshot.version;
-    this.deliver(snapshot, isTerminal(snapshot.state));
+    const done = isTerminal(snapshot.state);
+    if (!done && this.dependencies.watched) {
+      this.dependencies.watched.add(this.taskId);
+      this.watching = true;
+    }
+    this.deliver(snapshot, done);
   }
 
   onSignal(signal: TaskSignal): void {
@@ -124,6 +134,8 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   protected close(): void {
     this.dependencies.dispatcher.unwatchTask(this.taskId, this);
     this.dependencies.openStreams.dec();
+    if (this.watching) this.dependencies.watched?.remove(this.taskId);
+    this.watching = false;
   }
 }
 

@@ -28,6 +28,7 @@ function finished(durationMs: number): AvatarTaskRow {
     nextCheckAt: null,
     pollAttempts: 0,
     leaseUntil: null,
+    watchedUntil: null,
     createdAt: submittedAt,
     updatedAt: new Date(submittedAt.getTime() + durationMs),
     completedAt: new Date(submittedAt.getTime() + durationMs),

@@ -160,6 +160,7 @@ describe('loadConfig', () => {
     ['POLL_INTERVAL_MS', '1.5'],
     ['POLL_MIN_DELAY_MS', '-100'],
     ['POLL_MAX_DELAY_MS', '0'],
+    ['WATCHED_POLL_INTERVAL_MS', '50'],
     ['TASK_TIMEOUT_MS', 'soon'],
     ['KIE_MAX_CREATES_PER_10S', '0'],
     ['KIE_MAX_QUERIES_PER_S', 'ten'],
@@ -183,7 +184,7 @@ describe('loadConfig', () => {
         keepAliveMs: 10_000,
         listenHeartbeatMs: 5_000,
       },
-      poller: { tickTimeoutMs: 10_000, workTimeoutMs: 60_000 },
+      poller: { tickTimeoutMs: 10_000, workTimeoutMs: 60_000, watchedIntervalMs: 1_500 },
     });
     const config = loadConfig({
       DB_CONNECT_TIMEOUT_MS: '1500',
@@ -193,6 +194,7 @@ describe('loadConfig', () => {
       DB_LISTEN_HEARTBEAT_MS: '1000',
       POLL_TICK_TIMEOUT_MS: '3000',
       POLL_WORK_TIMEOUT_MS: '9000',
+      WATCHED_POLL_INTERVAL_MS: '2500',
     });
     expect(config.database).toEqual({
       connectTimeoutMs: 1_500,
@@ -201,7 +203,11 @@ describe('loadConfig', () => {
       keepAliveMs: 5_000,
       listenHeartbeatMs: 1_000,
     });
-    expect(config.poller).toMatchObject({ tickTimeoutMs: 3_000, workTimeoutMs: 9_000 });
+    expect(config.poller).toMatchObject({
+      tickTimeoutMs: 3_000,
+      workTimeoutMs: 9_000,
+      watchedIntervalMs: 2_500,
+    });
     expect(configError({ DB_STATEMENT_TIMEOUT_MS: '0' }).message).toContain('DB_STATEMENT_TIMEOUT_MS');
   });
 

@@ -1,0 +1,2 @@
+ALTER TABLE "avatar_tasks" ADD COLUMN "watched_until" timestamp (3) with time zone;--> statement-breakpoint
+CREATE INDEX "avatar_tasks_watched_idx" ON "avatar_tasks" USING btree ("watched_until") WHERE "avatar_tasks"."state" not in ('SUCCEEDED', 'FAILED') and "avatar_tasks"."watched_until" is not null;
