@@ -1,23 +1,28 @@
-import { sql } from 'drizzle-orm';
+import { type AnyColumn, sql } from 'drizzle-orm';
 import { index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import type { TaskFailureCode } from '../tasks/errors.js';
+import { avatarTaskEventSources, avatarTaskStates } from '../tasks/states.js';
 
 // Millisecond precision: JavaScript dates carry milliseconds, and keyset cursors and `since` compare
 // timestamps that have made a round trip through a Date.
 const at = (name: string) => timestamp(name, { withTimezone: true, precision: 3, mode: 'date' });
 
-/** Whether kie has the task: how far the single, paid createTask call got. */
-export const submitStatuses = ['queued', 'in_flight', 'unknown', 'accepted', 'refused'] as const;
+/**
+ * Whether kie has the task: how far the single, paid createTask call got. `canceled`: its owner canceled it
+ * while it was still `queued`, so it is never sent.
+ */
+export const submitStatuses = ['queued', 'in_flight', 'unknown', 'accepted', 'refused', 'canceled'] as const;
 export type SubmitStatus = (typeof submitStatuses)[number];
+
+/** The predicate of the partial indexes over unfinished tasks; queries say the same to be served by them. */
+const unfinished = (state: AnyColumn) => sql`${state} not in ('SUCCEEDED', 'FAILED', 'CANCELED')`;
 
 export const avatarTasks = pgTable(
   'avatar_tasks',
   {
     id: uuid('id').primaryKey(),
     userId: text('user_id').notNull(),
-    state: text('state', {
-      enum: ['PENDING', 'WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
-    }).notNull(),
+    state: text('state', { enum: avatarTaskStates }).notNull(),
     model: text('model', { enum: ['PRO', 'STANDARD'] }).notNull(),
     imageUrl: text('image_url').notNull(),
     audioUrl: text('audio_url').notNull(),
@@ -55,17 +60,17 @@ export const avatarTasks = pgTable(
     // `avatarTaskUpdated(since:)` replays a user's tasks by update time.
     index('avatar_tasks_user_updated_idx').on(t.userId, t.updatedAt),
     // "Tasks due for the poller or the submit loop": only unfinished tasks are in this partial index.
-    index('avatar_tasks_due_idx').on(t.nextCheckAt).where(sql`${t.state} not in ('SUCCEEDED', 'FAILED')`),
+    index('avatar_tasks_due_idx').on(t.nextCheckAt).where(unfinished(t.state)),
     // "Watched tasks due": few at a time, claimed before the others.
     index('avatar_tasks_watched_idx')
       .on(t.watchedUntil)
-      .where(sql`${t.state} not in ('SUCCEEDED', 'FAILED') and ${t.watchedUntil} is not null`),
+      .where(sql`${unfinished(t.state)} and ${t.watchedUntil} is not null`),
     uniqueIndex('avatar_tasks_user_idempotency_key_idx')
       .on(t.userId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
     uniqueIndex('avatar_tasks_upstream_task_id_idx').on(t.upstreamTaskId),
     // The per-user cap on unfinished tasks counts these.
-    index('avatar_tasks_user_active_idx').on(t.userId).where(sql`${t.state} not in ('SUCCEEDED', 'FAILED')`),
+    index('avatar_tasks_user_active_idx').on(t.userId).where(unfinished(t.state)),
     // The fair queue: tasks still to send to kie, each user's in creation order.
     index('avatar_tasks_submit_queue_idx')
       .on(t.userId, t.createdAt, t.id)
@@ -109,10 +114,8 @@ export const avatarTaskEvents = pgTable(
       .notNull()
       .references(() => avatarTasks.id, { onDelete: 'cascade' }),
     version: integer('version').notNull(),
-    state: text('state', {
-      enum: ['PENDING', 'WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
-    }).notNull(),
-    source: text('source', { enum: ['MUTATION', 'CALLBACK', 'POLLER', 'TIMEOUT'] }).notNull(),
+    state: text('state', { enum: avatarTaskStates }).notNull(),
+    source: text('source', { enum: avatarTaskEventSources }).notNull(),
     message: text('message'),
     at: at('at').notNull(),
   },

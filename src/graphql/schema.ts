@@ -2,5 +2,6 @@ import { builder } from './builder.js';
 import './types/errors.js';
 import './types/avatar-task.js';
 import './types/create-avatar-task.js';
+import './types/cancel-avatar-task.js';
 
 export const schema = builder.toSchema({ sortSchema: false });

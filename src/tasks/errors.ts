@@ -1,3 +1,5 @@
+import type { AvatarTaskRow } from '../db/schema.js';
+
 /**
  * Expected failures of the task domain. The GraphQL layer exposes each as an error member with a stable
  * `code`; nothing here knows about GraphQL.
@@ -15,6 +17,8 @@ export const taskErrorCodes = [
   'RATE_LIMITED',
   'QUOTA_EXCEEDED',
   'UPSTREAM_UNAVAILABLE',
+  'NOT_FOUND',
+  'ALREADY_SUBMITTED',
 ] as const;
 export type TaskErrorCode = (typeof taskErrorCodes)[number];
 
@@ -112,9 +116,25 @@ export class UpstreamTaskMismatchError extends Error {
 }
 
 /** Missing, or not the viewer's: the two are deliberately indistinguishable. */
-export class TaskNotFoundError extends Error {
+export class TaskNotFoundError extends TaskError {
   override name = 'TaskNotFoundError';
+  readonly code = 'NOT_FOUND';
   constructor() {
     super('No such avatar task');
+  }
+}
+
+/**
+ * A cancel came too late: kie has the task, or may have it (its create is in flight or its answer was lost).
+ * kie has no cancel, so the render and its billing go on; `task` is the task as it is now.
+ */
+export class AlreadySubmittedError extends TaskError {
+  override name = 'AlreadySubmittedError';
+  readonly code = 'ALREADY_SUBMITTED';
+  constructor(
+    readonly task: AvatarTaskRow,
+    message: string,
+  ) {
+    super(message);
   }
 }

@@ -28,6 +28,7 @@ import {
   isForward,
   isTerminal,
   type TaskTarget,
+  terminalStates,
 } from './states.js';
 
 export type NewTask = Omit<
@@ -112,8 +113,6 @@ export interface TaskCursor {
   createdAt: Date;
   id: string;
 }
-
-const terminalStates: AvatarTaskState[] = ['SUCCEEDED', 'FAILED'];
 
 // The advisory locks (one per user for the quotas, one for all for kie's create window) are taken in
 // drizzle/0002_create_window_claim.sql and drizzle/0003_create_within_quota.sql.
@@ -326,9 +325,10 @@ export class TaskRepository {
   /**
    * The single place a task changes. `decide` looks at the row; when its target state is forward, the new
    * state, the bumped version and one event are written by one statement, and only if the row still has the
-   * version `decide` saw. Otherwise the row is read again and decided again. No lock is held across a round
-   * trip: a callback costs one write, where a locking transaction took five round trips and held a pooled
-   * connection through all of them, and under load that queueing was most of a callback's latency.
+   * version and the submit status `decide` saw. Otherwise the row is read again and decided again. No lock is
+   * held across a round trip: a callback costs one write, where a locking transaction took five round trips
+   * and held a pooled connection through all of them, and under load that queueing was most of a callback's
+   * latency.
    * `task` is the row when the caller has just read it (a callback has, to check its secret), or its id.
    */
   async transition(
@@ -358,7 +358,13 @@ export class TaskRepository {
     now: Date,
   ): Promise<TransitionResult | null> {
     if (!decision) return { task, changed: false };
-    const unchanged = and(eq(avatarTasks.id, task.id), eq(avatarTasks.version, task.version));
+    // The submit status changes without a version bump (the queue claims a task for kie, a lost answer makes
+    // it unknown), and decisions depend on it: a cancel must not be written over a claim that is sending.
+    const unchanged = and(
+      eq(avatarTasks.id, task.id),
+      eq(avatarTasks.version, task.version),
+      eq(avatarTasks.submitStatus, task.submitStatus),
+    );
     const target =
       decision.target && isForward(task.state, decision.target.state) ? decision.target : undefined;
     // The row read plus what is written is the row after the write, so the UPDATEs return no columns:

@@ -7,11 +7,13 @@ import type { Metrics } from '../metrics.js';
 import { KieError } from '../upstream/errors.js';
 import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
 import {
+  AlreadySubmittedError,
   IdempotencyKeyReusedError,
   InsufficientCreditsError,
   InvalidInputError,
   QuotaExceededError,
   RateLimitedError,
+  TaskNotFoundError,
   UpstreamRejectedError,
   UpstreamTaskMismatchError,
   UpstreamUnavailableError,
@@ -323,6 +325,31 @@ export class TaskService {
   }
 
   /**
+   * Cancels a task kie has not got: it ends CANCELED, frees its place in the queue and in its owner's quota,
+   * and is never sent. Only a task still `queued` can be canceled, and the cancel is written only if it still
+   * is: the queue claims a task (queued → in_flight) before it sends it, and the two writes exclude each other
+   * on the row, so either the cancel lands and no instance ever sends the task, or the claim did and the answer
+   * is ALREADY_SUBMITTED. Canceling a CANCELED task again, or one that ended before kie got it, returns it as
+   * it is; a task kie has, or may have, is ALREADY_SUBMITTED (kie has no cancel). Another user's task is
+   * NOT_FOUND, as a missing one.
+   */
+  async cancel(userId: string, id: string): Promise<AvatarTaskRow> {
+    const task = await this.options.repository.findForUser(userId, id);
+    if (!task) throw new TaskNotFoundError();
+    const result = await this.change(task, 'MUTATION', (current) =>
+      current.state === 'PENDING' && current.submitStatus === 'queued'
+        ? {
+            target: { state: 'CANCELED', failure: canceledFailure, message: canceledFailure.message },
+            patch: { submitStatus: 'canceled' },
+          }
+        : null,
+    );
+    const now = result?.task ?? task;
+    if (kieMayHave(now)) throw new AlreadySubmittedError(now, alreadySubmittedMessage(now));
+    return now;
+  }
+
+  /**
    * Applies what kie says about a task, from a callback or a poll, through the state machine. A task whose
    * submit outcome was unknown is claimed here by the id kie reports.
    */
@@ -432,6 +459,34 @@ function hashInput(input: ValidInput): string {
 function sameInputOrThrow(existing: AvatarTaskRow, inputHash: string): AvatarTaskRow {
   if (existing.inputHash !== inputHash) throw new IdempotencyKeyReusedError();
   return existing;
+}
+
+const canceledFailure: TaskFailure = {
+  code: 'CANCELED',
+  message: 'Canceled by its owner before it was sent to kie.ai; it was never rendered or charged',
+};
+
+/** Whether kie has the task or may have it: its create was answered, is under way, or its answer was lost. */
+function kieMayHave(task: AvatarTaskRow): boolean {
+  return (
+    task.upstreamTaskId !== null ||
+    task.submitStatus === 'in_flight' ||
+    task.submitStatus === 'unknown' ||
+    task.submitStatus === 'accepted'
+  );
+}
+
+function alreadySubmittedMessage(task: AvatarTaskRow): string {
+  if (isTerminal(task.state)) {
+    return `kie.ai already had this task and it has ended ${task.state}; kie.ai has no cancel, and what it billed for the render stands`;
+  }
+  const how =
+    task.submitStatus === 'in_flight'
+      ? 'This task is being sent to kie.ai right now'
+      : task.submitStatus === 'unknown'
+        ? 'kie.ai may already have this task (its answer to the submit was lost)'
+        : 'kie.ai already has this task';
+  return `${how}; kie.ai has no cancel, so its render and its billing go on`;
 }
 
 function toCreateError(error: KieError): Error {

@@ -3,6 +3,9 @@ import type { TaskFailureCode } from './errors.js';
 /**
  * The task state machine. Every change to a task, whatever its source, is planned here, so the rule
  * "states never move backwards and terminal states never change" lives in one place.
+ *
+ * CANCELED is the gateway's own end for a task kie never got: it is reached from PENDING only, because once kie
+ * has a task nothing can stop its render (kie has no cancel).
  */
 
 export const avatarTaskStates = [
@@ -12,6 +15,7 @@ export const avatarTaskStates = [
   'GENERATING',
   'SUCCEEDED',
   'FAILED',
+  'CANCELED',
 ] as const;
 export type AvatarTaskState = (typeof avatarTaskStates)[number];
 
@@ -50,7 +54,11 @@ const rank: Record<AvatarTaskState, number> = {
   GENERATING: 3,
   SUCCEEDED: 4,
   FAILED: 4,
+  CANCELED: 4,
 };
+
+/** The states nothing moves out of. */
+export const terminalStates = avatarTaskStates.filter((state) => rank[state] === 4);
 
 export function isTerminal(state: AvatarTaskState): boolean {
   return rank[state] === 4;
@@ -61,6 +69,7 @@ export function isTerminal(state: AvatarTaskState): boolean {
  * dropped: a late "generating" after "success", a duplicate callback, a poll that raced a callback.
  */
 export function isForward(current: AvatarTaskState, target: AvatarTaskState): boolean {
+  if (target === 'CANCELED') return current === 'PENDING';
   return !isTerminal(current) && rank[target] > rank[current];
 }
 

@@ -154,6 +154,26 @@ export async function createTaskOk(gateway: TestGateway, input?: Record<string, 
   return result.task;
 }
 
+export const CANCEL_TASK = `mutation Cancel($id: ID!) {
+  cancelAvatarTask(id: $id) {
+    __typename
+    ... on CancelAvatarTaskSuccess { task { ${TASK_FIELDS} } }
+    ... on Error { code message }
+    ... on AlreadySubmittedError { task { ${TASK_FIELDS} } }
+  }
+}`;
+
+export type CancelResult =
+  | { __typename: 'CancelAvatarTaskSuccess'; task: TaskView }
+  | { __typename: 'AlreadySubmittedError'; code: string; message: string; task: TaskView }
+  | { __typename: string; code: string; message: string };
+
+export async function cancelTask(gateway: TestGateway, id: string, user = 'alice'): Promise<CancelResult> {
+  const result = await gateway.gql<{ cancelAvatarTask: CancelResult }>(CANCEL_TASK, { id }, user);
+  if (!result.data) throw new Error(`cancelAvatarTask failed: ${JSON.stringify(result.errors)}`);
+  return result.data.cancelAvatarTask;
+}
+
 /**
  * The value of one Prometheus series on this instance's /metrics, named exactly as exported, e.g.
  * 'avatar_gateway_callbacks_total{status="200"}'. A labelled counter not yet incremented is not exported:

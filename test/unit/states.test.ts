@@ -10,13 +10,15 @@ import {
 } from '../../src/tasks/states.js';
 
 // Written out by hand rather than derived from the code's ranks, so a wrong rank shows up here.
+// CANCELED is reached from PENDING only: a task kie has cannot be stopped.
 const forwardTargets: Record<AvatarTaskState, AvatarTaskState[]> = {
-  PENDING: ['WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
+  PENDING: ['WAITING', 'QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED', 'CANCELED'],
   WAITING: ['QUEUING', 'GENERATING', 'SUCCEEDED', 'FAILED'],
   QUEUING: ['GENERATING', 'SUCCEEDED', 'FAILED'],
   GENERATING: ['SUCCEEDED', 'FAILED'],
   SUCCEEDED: [],
   FAILED: [],
+  CANCELED: [],
 };
 
 const pairs = avatarTaskStates.flatMap((from) =>
@@ -41,19 +43,19 @@ describe('isForward', () => {
     expect(isForward(from, to)).toBe(forward);
   });
 
-  it('only SUCCEEDED and FAILED are terminal', () => {
-    expect(avatarTaskStates.filter(isTerminal)).toEqual(['SUCCEEDED', 'FAILED']);
+  it('only SUCCEEDED, FAILED and CANCELED are terminal', () => {
+    expect(avatarTaskStates.filter(isTerminal)).toEqual(['SUCCEEDED', 'FAILED', 'CANCELED']);
   });
 
   it('never moves a task backwards and never changes a terminal state, in any order of arrivals', () => {
-    // Every sequence of four updates over all six states: callbacks and polls arriving in any order.
+    // Every sequence of four updates over all seven states: callbacks, polls and cancels in any order.
     const sequences: AvatarTaskState[][] = [[]];
     for (let length = 0; length < 4; length++) {
       const next: AvatarTaskState[][] = [];
       for (const sequence of sequences) for (const state of avatarTaskStates) next.push([...sequence, state]);
       sequences.splice(0, sequences.length, ...next);
     }
-    expect(sequences).toHaveLength(6 ** 4);
+    expect(sequences).toHaveLength(7 ** 4);
     for (const sequence of sequences) {
       const seen = replay('PENDING', sequence);
       for (let i = 1; i < seen.length; i++) {
@@ -63,6 +65,17 @@ describe('isForward', () => {
         if (isTerminal(before)) expect(after).toBe(before);
       }
     }
+  });
+
+  it('a cancel after kie acknowledged the task changes nothing, and nothing changes a canceled task', () => {
+    expect(replay('PENDING', ['WAITING', 'CANCELED']).at(-1)).toBe('WAITING');
+    expect(replay('PENDING', ['CANCELED', 'WAITING', 'SUCCEEDED', 'FAILED'])).toEqual([
+      'PENDING',
+      'CANCELED',
+      'CANCELED',
+      'CANCELED',
+      'CANCELED',
+    ]);
   });
 
   it('a late "generating" after success and a duplicate success change nothing', () => {

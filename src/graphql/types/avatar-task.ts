@@ -10,7 +10,7 @@ import { costOfValue } from '../cost.js';
 import { decodeGlobalIdOrNothing } from '../global-ids.js';
 
 export const AvatarTaskStateEnum = builder.enumType('AvatarTaskState', {
-  description: 'Where a task is. SUCCEEDED and FAILED are terminal; a state never moves backwards.',
+  description: 'Where a task is. SUCCEEDED, FAILED and CANCELED are terminal; a state never moves backwards.',
   values: {
     PENDING: { description: 'Accepted by the gateway, not yet acknowledged by kie.ai.' },
     WAITING: { description: "kie.ai accepted it and has not queued it yet (kie's `waiting`)." },
@@ -18,6 +18,10 @@ export const AvatarTaskStateEnum = builder.enumType('AvatarTaskState', {
     GENERATING: { description: "The video is being generated (kie's `generating`)." },
     SUCCEEDED: { description: 'Done: resultUrls holds the video.' },
     FAILED: { description: 'Ended without a video: see failure.' },
+    CANCELED: {
+      description:
+        'Canceled by its owner (cancelAvatarTask) before it was sent to kie.ai: never rendered, never charged.',
+    },
   } satisfies Record<(typeof avatarTaskStates)[number], unknown>,
 });
 
@@ -32,7 +36,9 @@ export const AvatarModelEnum = builder.enumType('AvatarModel', {
 const AvatarTaskEventSourceEnum = builder.enumType('AvatarTaskEventSource', {
   description: 'What caused a change in a task.',
   values: {
-    MUTATION: { description: 'createAvatarTask, or its immediate submission to kie.ai.' },
+    MUTATION: {
+      description: 'createAvatarTask, or its immediate submission to kie.ai; cancelAvatarTask.',
+    },
     CALLBACK: { description: "kie.ai's callback." },
     POLLER: { description: "The gateway's poller or its submit loop." },
     TIMEOUT: { description: 'The task ran past TASK_TIMEOUT_MS.' },
@@ -61,7 +67,7 @@ const AvatarTaskFailureCodeEnum = builder.enumType('AvatarTaskFailureCode', {
 });
 
 const AvatarTaskFailure = builder.objectRef<TaskFailure>('AvatarTaskFailure').implement({
-  description: 'Why a task FAILED.',
+  description: 'Why a task FAILED, or that it was CANCELED.',
   fields: (t) => ({
     code: t.expose('code', { type: AvatarTaskFailureCodeEnum, description: 'Stable code of the failure.' }),
     message: t.exposeString('message', {
@@ -127,11 +133,11 @@ builder.node(AvatarTask, {
     failure: t.field({
       type: AvatarTaskFailure,
       nullable: true,
-      description: 'Why the task failed; null unless FAILED.',
+      description: 'Why the task failed (or that it was canceled); null unless FAILED or CANCELED.',
       // Every path to FAILED stores a code; a row without one still reads as a failed render, not as an
       // error that would hide the rest of the task.
       resolve: (task) =>
-        task.state === 'FAILED'
+        task.state === 'FAILED' || task.state === 'CANCELED'
           ? { code: task.failureCode ?? 'GENERATION_FAILED', message: task.failureMessage ?? '' }
           : null,
     }),
@@ -143,7 +149,7 @@ builder.node(AvatarTask, {
     completedAt: t.expose('completedAt', {
       type: 'DateTime',
       nullable: true,
-      description: 'When the task reached SUCCEEDED or FAILED.',
+      description: 'When the task reached SUCCEEDED, FAILED or CANCELED.',
     }),
     events: t.field({
       type: [AvatarTaskEvent],
@@ -262,7 +268,7 @@ builder.subscriptionField('avatarTaskUpdated', (t) =>
   t.field({
     type: AvatarTask,
     description:
-      'With id: the task as it is now, then every change, completing after SUCCEEDED or FAILED. Without id: every change to your tasks; with since, first each of your tasks changed after that instant, oldest first.',
+      'With id: the task as it is now, then every change, completing after SUCCEEDED, FAILED or CANCELED. Without id: every change to your tasks; with since, first each of your tasks changed after that instant, oldest first.',
     args: {
       id: t.arg.id({ description: 'One task to follow.' }),
       since: t.arg({ type: 'DateTime', description: 'Without id: replay tasks changed after this instant.' }),

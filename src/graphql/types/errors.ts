@@ -6,6 +6,7 @@ import {
   RateLimitedError,
   type TaskError,
   type TaskErrorCode,
+  TaskNotFoundError,
   UpstreamRejectedError,
   UpstreamUnavailableError,
 } from '../../tasks/errors.js';
@@ -32,6 +33,13 @@ const AvatarTaskErrorCodeEnum = builder.enumType('AvatarTaskErrorCode', {
     QUOTA_EXCEEDED: { description: 'QuotaExceededError: one of your per-user caps is full; see quota.' },
     UPSTREAM_UNAVAILABLE: {
       description: 'UpstreamUnavailableError: kie.ai is down and the task could not be queued for later.',
+    },
+    NOT_FOUND: {
+      description: 'NotFoundError: no such task, or not yours; the two are answered alike.',
+    },
+    ALREADY_SUBMITTED: {
+      description:
+        'AlreadySubmittedError: kie.ai has the task (or may have it) and has no cancel; its render and billing go on.',
     },
   } satisfies Record<TaskErrorCode, unknown>,
 });
@@ -126,6 +134,12 @@ plainErrorType(
   UpstreamUnavailableError,
   'UpstreamUnavailableError',
   'kie.ai is down and the task could not be queued for later (code UPSTREAM_UNAVAILABLE).',
+);
+
+plainErrorType(
+  TaskNotFoundError,
+  'NotFoundError',
+  'No such task: it does not exist or is not yours, which are answered alike (code NOT_FOUND).',
 );
 
 export const createAvatarTaskErrors = [
