@@ -62,6 +62,7 @@ export interface RunningApp {
 /** Wires everything and starts listening; `stop` undoes it in reverse. Nothing here exits the process. */
 export async function startApp(config: Config, options: AppOptions = {}): Promise<RunningApp> {
   const logger = options.logger ? safeLogger(options.logger) : createLogger(config.logLevel);
+  for (const warning of config.warnings) logger.warn(`configuration: ${warning}`);
   // Undone in reverse if the start fails half way; a started app stops through `drain` instead.
   const cleanup: Array<() => Promise<void> | void> = [];
   const undoStart = async () => {
@@ -195,9 +196,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       watchedPollIntervalMs: config.poller.watchedIntervalMs,
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
-    if (!config.edge.metricsToken && !config.edge.publicMetrics) {
-      logger.warn('METRICS_TOKEN is not set: /metrics is not served (set it to scrape with a bearer token)');
-    }
     const yoga = createGatewayYoga({
       services: { tasks: service, repository, updates },
       verifier,

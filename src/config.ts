@@ -6,12 +6,19 @@ import type { DatabaseDeadlines } from './db/connection.js';
  * the code receives typed values and a bad value stops the start with a single line naming the variable.
  */
 
+// A sign is allowed here so that "-5" is told it is too small, not that it is no number.
 const intFrom = (min: number) =>
   z
     .string()
-    .regex(/^\d+$/, 'must be a whole number')
+    .trim()
+    .regex(/^[-+]?\d+$/, 'must be a whole number')
     .transform(Number)
-    .pipe(z.number().int().min(min, `must be at least ${min}`));
+    .pipe(
+      z
+        .number()
+        .min(min, `must be at least ${min}`)
+        .max(Number.MAX_SAFE_INTEGER, `must be at most ${Number.MAX_SAFE_INTEGER}`),
+    );
 
 const flag = z
   .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
@@ -36,86 +43,284 @@ const origins = z
 
 const url = z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' });
 
-const envSchema = z.object({
-  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
-  PORT: intFrom(0).pipe(z.number().max(65535, 'must be at most 65535')).default(4000),
-  HOST: z.string().min(1).default('0.0.0.0'),
-  PUBLIC_URL: url.optional(),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-    .optional(),
-  DATA_DIR: z.string().min(1).default('.data'),
-  KIE_API_KEY: z.string().min(1).optional(),
-  KIE_API_URL: url.default('https://api.kie.ai'),
-  KIE_UPLOAD_URL: url.default('https://kieai.redpandaai.co'),
-  KIE_WEBHOOK_HMAC_KEY: z.string().min(1).optional(),
-  CONFIRM_CALLBACKS: z.enum(['true', 'false'], { error: 'must be true or false' }).optional(),
-  AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (HS256 needs 256 bits)').optional(),
-  AUTH_JWKS_URL: url.optional(),
-  AUTH_JWT_ISSUER: z.string().min(1).optional(),
-  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
-  AUTH_MAX_TOKEN_LIFETIME_S: intFrom(1).optional(),
-  POLL_INTERVAL_MS: intFrom(10).default(1000),
-  POLL_MIN_DELAY_MS: intFrom(0).default(30_000),
-  POLL_MAX_DELAY_MS: intFrom(1).default(300_000),
-  WATCHED_POLL_INTERVAL_MS: intFrom(100).default(1500),
-  TASK_TIMEOUT_MS: intFrom(1).default(1_800_000),
-  SUBMIT_GRACE_MS: intFrom(1).default(600_000),
-  KIE_REQUEST_TIMEOUT_MS: intFrom(1).default(30_000),
-  KIE_CREATE_TIMEOUT_MS: intFrom(1).default(90_000),
-  KIE_CONNECT_TIMEOUT_MS: intFrom(1).default(5_000),
-  TASK_LEASE_MS: intFrom(100).default(10_000),
-  SHUTDOWN_TIMEOUT_MS: intFrom(1).default(25_000),
-  KIE_MAX_CREATES_PER_10S: intFrom(1).default(20),
-  KIE_MAX_QUERIES_PER_S: intFrom(1).default(10),
-  REDIS_URL: z
-    .string()
-    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
-    .optional(),
-  SIMULATOR_STEP_MS: intFrom(1).default(3000),
-  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
-  MAX_SOCKETS_PER_USER: intFrom(1).default(100),
-  MAX_SUBSCRIPTIONS_PER_SOCKET: intFrom(1).default(50),
-  GRAPHIQL_ENABLED: flag.optional(),
-  INTROSPECTION_ENABLED: flag.optional(),
-  CORS_ORIGINS: origins.optional(),
-  CORS_CREDENTIALS: flag.default(false),
-  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
-  HTTP_HEADERS_TIMEOUT_MS: intFrom(100).default(10_000),
-  HTTP_REQUEST_TIMEOUT_MS: intFrom(100).default(30_000),
-  HTTP_MAX_CONNECTIONS: intFrom(1).default(20_000),
-  SINCE_REPLAY_PAGE_SIZE: intFrom(1).default(100),
-  SSE_RESERVATION_TTL_MS: intFrom(100).default(10_000),
-  SSE_MAX_RESERVATIONS_PER_USER: intFrom(1).default(5),
-  WS_MAX_PAYLOAD_BYTES: intFrom(1024).default(64 * 1024),
-  WS_MAX_INIT_PAYLOAD_BYTES: intFrom(256).default(8 * 1024),
-  WS_MAX_FRAGMENTS: intFrom(1).default(16),
-  WS_MAX_BUFFERED_CHUNKS: intFrom(16).default(1024),
-  MAX_PENDING_SUBMITS: intFrom(1).default(10_000),
-  DB_CONNECT_TIMEOUT_MS: intFrom(1).default(4_000),
-  DB_STATEMENT_TIMEOUT_MS: intFrom(1).default(4_000),
-  DB_IDLE_TIMEOUT_MS: intFrom(1).default(60_000),
-  DB_KEEPALIVE_MS: intFrom(1).default(10_000),
-  DB_LISTEN_HEARTBEAT_MS: intFrom(10).default(5_000),
-  POLL_TICK_TIMEOUT_MS: intFrom(1).default(10_000),
-  POLL_WORK_TIMEOUT_MS: intFrom(1).default(60_000),
-  MAX_REQUEST_BODY_BYTES: intFrom(1024).default(102_400),
-  MAX_QUERY_TOKENS: intFrom(1).default(2_000),
-  MAX_QUERY_ALIASES: intFrom(0).default(30),
-  MAX_QUERY_DEPTH: intFrom(1).default(12),
-  MAX_QUERY_DIRECTIVES: intFrom(0).default(20),
-  MAX_QUERY_COST: intFrom(1).default(25_000),
-  DOCUMENT_CACHE_BYTES: intFrom(0).default(16 * 1024 * 1024),
-  MAX_UPDATE_BYTES: intFrom(1024).default(256 * 1024),
-  MAX_BUFFERED_BYTES: intFrom(1024).default(1024 * 1024),
-  MAX_ACTIVE_TASKS_PER_USER: intFrom(1).default(20),
-  MAX_CREATES_PER_USER_PER_HOUR: intFrom(1).default(200),
+/** How a variable is documented: the README's configuration table and .env.example are written from this. */
+export interface VariableDoc {
+  /** What the variable does, in a line. */
+  meaning: string;
+  /** The default as a person reads it, for a variable whose default is not one fixed value ("unset: ..."). */
+  defaultText?: string;
+  /** A sample value, shown commented out in .env.example for a variable unset by default. */
+  example?: string;
+}
+
+export const variableDocs = z.registry<VariableDoc>();
+
+const documented = <T extends z.ZodType>(
+  schema: T,
+  meaning: string,
+  more: Omit<VariableDoc, 'meaning'> = {},
+) => {
+  variableDocs.add(schema, { meaning, ...more });
+  return schema;
+};
+
+export const envSchema = z.object({
+  NODE_ENV: documented(
+    z.enum(['development', 'production', 'test']).default('development'),
+    '`production` refuses development tokens and the simulator, and turns the edge defaults below to their safe values',
+    { example: 'production' },
+  ),
+  PORT: documented(
+    intFrom(0).pipe(z.number().max(65535, 'must be at most 65535')).default(4000),
+    'port to listen on',
+  ),
+  HOST: documented(z.string().min(1).default('0.0.0.0'), 'address to listen on'),
+  PUBLIC_URL: documented(url.optional(), 'base URL kie uses to reach the callback endpoint', {
+    defaultText: 'unset: `http://localhost:$PORT`',
+    example: 'https://gateway.example.com',
+  }),
+  DATABASE_URL: documented(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .optional(),
+    'a Postgres URL; then postgres.js is the driver',
+    { defaultText: 'unset: embedded PGlite', example: 'postgres://user:password@host:5432/avatar_gateway' },
+  ),
+  DATA_DIR: documented(
+    z.string().min(1).default('.data'),
+    'where the embedded database and the development token secret live',
+  ),
+  KIE_API_KEY: documented(z.string().min(1).optional(), 'your kie.ai API key', {
+    defaultText: 'unset: built-in simulator',
+    example: 'your-kie-api-key',
+  }),
+  KIE_API_URL: documented(url.default('https://api.kie.ai'), 'upstream base URL'),
+  KIE_UPLOAD_URL: documented(url.default('https://kieai.redpandaai.co'), 'upstream file-upload base URL'),
+  KIE_WEBHOOK_HMAC_KEY: documented(
+    z.string().min(1).optional(),
+    'when set, every callback must carry a valid signature made with this key',
+    { example: 'your-webhook-hmac-key' },
+  ),
+  CONFIRM_CALLBACKS: documented(
+    z.enum(['true', 'false'], { error: 'must be true or false' }).optional(),
+    "a success callback is confirmed with one `recordInfo`, and kie's answer is what is stored",
+    { defaultText: '`true` without `KIE_WEBHOOK_HMAC_KEY`, `false` with it', example: 'true' },
+  ),
+  AUTH_JWT_SECRET: documented(
+    z.string().min(32, 'must be at least 32 characters (HS256 needs 256 bits)').optional(),
+    'HS256 secret (32+ characters) for user tokens; no auth variable set: development mode',
+    { example: 'a-random-secret-of-at-least-32-characters' },
+  ),
+  AUTH_JWKS_URL: documented(url.optional(), "verify tokens from an identity provider's JWKS instead", {
+    example: 'https://idp.example.com/.well-known/jwks.json',
+  }),
+  AUTH_JWT_ISSUER: documented(z.string().min(1).optional(), 'the `iss` claim tokens must carry', {
+    example: 'https://idp.example.com/',
+  }),
+  AUTH_JWT_AUDIENCE: documented(z.string().min(1).optional(), 'the `aud` claim tokens must carry', {
+    example: 'avatar-gateway',
+  }),
+  AUTH_MAX_TOKEN_LIFETIME_S: documented(
+    intFrom(1).optional(),
+    'a token whose lifetime (`exp` - `iat`, or `exp` - now) is longer is refused',
+    { defaultText: '`86400` in production, `2678400` otherwise', example: '86400' },
+  ),
+  POLL_INTERVAL_MS: documented(intFrom(10).default(1000), 'how often the poller looks for due tasks'),
+  POLL_MIN_DELAY_MS: documented(intFrom(0).default(30_000), 'earliest first poll after a task is submitted'),
+  POLL_MAX_DELAY_MS: documented(intFrom(1).default(300_000), "cap of the poller's backoff for one task"),
+  WATCHED_POLL_INTERVAL_MS: documented(
+    intFrom(100).default(1500),
+    'while a live subscriber (on any instance) watches a task, it is checked with kie this often, before unwatched tasks and within `KIE_MAX_QUERIES_PER_S`, so a UI sees `QUEUING` and `GENERATING`',
+  ),
+  TASK_TIMEOUT_MS: documented(
+    intFrom(1).default(1_800_000),
+    'a task unfinished by then ends `FAILED` with `TIMEOUT`',
+  ),
+  SUBMIT_GRACE_MS: documented(
+    intFrom(1).default(600_000),
+    "how long a submit whose answer was lost waits for kie's callback before it ends `SUBMIT_UNCONFIRMED`",
+  ),
+  KIE_REQUEST_TIMEOUT_MS: documented(
+    intFrom(1).default(30_000),
+    'timeout of one query to kie (`recordInfo`, credits)',
+  ),
+  KIE_CREATE_TIMEOUT_MS: documented(
+    intFrom(1).default(90_000),
+    "how long a create waits for kie's answer; past it the outcome is unknown",
+  ),
+  KIE_CONNECT_TIMEOUT_MS: documented(
+    intFrom(1).default(5_000),
+    'how long connecting to kie may take; past it nothing was sent, and the create is queued again',
+  ),
+  TASK_LEASE_MS: documented(
+    intFrom(100).default(10_000),
+    "how long a task an instance works on stays its own unless renewed (every third of it, while the work runs); a dead instance's tasks are taken over after it",
+  ),
+  SHUTDOWN_TIMEOUT_MS: documented(
+    intFrom(1).default(25_000),
+    'on SIGTERM/SIGINT, the longest a draining stop takes before the process exits anyway (non-zero)',
+  ),
+  KIE_MAX_CREATES_PER_10S: documented(
+    intFrom(1).default(20),
+    "the gateway's own limit on creates sent to kie, for all instances on one database",
+  ),
+  KIE_MAX_QUERIES_PER_S: documented(
+    intFrom(1).default(10),
+    "the gateway's own limit on task queries sent to kie, per instance",
+  ),
+  REDIS_URL: documented(
+    z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+      .optional(),
+    'live updates cross instances through Redis pub/sub instead of Postgres LISTEN/NOTIFY',
+    { example: 'redis://redis:6379' },
+  ),
+  SIMULATOR_STEP_MS: documented(
+    intFrom(1).default(3000),
+    "built-in simulator: time a task spends in each of kie's states",
+  ),
+  LOG_LEVEL: documented(
+    z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    'JSON logs on stdout: `debug`, `info`, `warn`, `error` (or `silent`)',
+  ),
+  MAX_SOCKETS_PER_USER: documented(
+    intFrom(1).default(100),
+    'open streams per user over every transport together (graphql-ws sockets and SSE streams)',
+  ),
+  MAX_SUBSCRIPTIONS_PER_SOCKET: documented(intFrom(1).default(50), 'operations per graphql-ws socket'),
+  GRAPHIQL_ENABLED: documented(flag.optional(), 'serve GraphiQL', {
+    defaultText: '`true`, except `false` in production',
+    example: 'false',
+  }),
+  INTROSPECTION_ENABLED: documented(
+    flag.optional(),
+    'answer introspection (off also hides "Did you mean" suggestions)',
+    { defaultText: '`true`, except `false` in production', example: 'false' },
+  ),
+  CORS_ORIGINS: documented(
+    origins.optional(),
+    'comma-separated origins (`https://app.example.com`) allowed cross-origin access, on HTTP, SSE and the WebSocket upgrade',
+    {
+      defaultText: 'unset: none in production, pages on localhost otherwise',
+      example: 'https://app.example.com,https://admin.example.com',
+    },
+  ),
+  CORS_CREDENTIALS: documented(
+    flag.default(false),
+    'send `Access-Control-Allow-Credentials: true` to the allowed origins',
+  ),
+  METRICS_TOKEN: documented(
+    z.string().min(16, 'must be at least 16 characters').optional(),
+    'when set (16+ characters), `/metrics` needs `Authorization: Bearer <it>`',
+    {
+      defaultText: 'unset: `/metrics` public outside production, 404 in production',
+      example: 'a-long-random-metrics-token',
+    },
+  ),
+  HTTP_HEADERS_TIMEOUT_MS: documented(
+    intFrom(100).default(10_000),
+    'a client must send its headers within this long',
+  ),
+  HTTP_REQUEST_TIMEOUT_MS: documented(
+    intFrom(100).default(30_000),
+    'a client must send its whole request within this long',
+  ),
+  HTTP_MAX_CONNECTIONS: documented(
+    intFrom(1).default(20_000),
+    'open TCP connections (HTTP and WebSocket) per instance; past it new ones are closed',
+  ),
+  SINCE_REPLAY_PAGE_SIZE: documented(
+    intFrom(1).default(100),
+    'tasks a `since:` replay reads from the database at a time',
+  ),
+  SSE_RESERVATION_TTL_MS: documented(
+    intFrom(100).default(10_000),
+    'graphql-sse single connection mode: an unused reservation is dropped after this long',
+  ),
+  SSE_MAX_RESERVATIONS_PER_USER: documented(
+    intFrom(1).default(5),
+    'graphql-sse single connection mode: reservations one user holds',
+  ),
+  WS_MAX_PAYLOAD_BYTES: documented(intFrom(1024).default(64 * 1024), 'largest graphql-ws message'),
+  WS_MAX_INIT_PAYLOAD_BYTES: documented(
+    intFrom(256).default(8 * 1024),
+    'largest first graphql-ws message (`connection_init`, before any token is checked)',
+  ),
+  WS_MAX_FRAGMENTS: documented(
+    intFrom(1).default(16),
+    'fragments of one unfinished graphql-ws message (zero-length ones count)',
+  ),
+  WS_MAX_BUFFERED_CHUNKS: documented(
+    intFrom(16).default(1024),
+    'network chunks buffered while a graphql-ws frame is incomplete',
+  ),
+  MAX_PENDING_SUBMITS: documented(
+    intFrom(1).default(10_000),
+    'tasks that may wait in the submit queue; past it creates answer `RATE_LIMITED`',
+  ),
+  DB_CONNECT_TIMEOUT_MS: documented(intFrom(1).default(4_000), 'deadline of opening one database connection'),
+  DB_STATEMENT_TIMEOUT_MS: documented(
+    intFrom(1).default(4_000),
+    "deadline of each database query or transaction: the server's `statement_timeout`, the client's own deadline, and the silence after which a connection that owes an answer is taken for dead",
+  ),
+  DB_IDLE_TIMEOUT_MS: documented(
+    intFrom(1).default(60_000),
+    'an idle pooled connection is closed after this',
+  ),
+  DB_KEEPALIVE_MS: documented(intFrom(1).default(10_000), 'TCP keep-alive idle time on database connections'),
+  DB_LISTEN_HEARTBEAT_MS: documented(
+    intFrom(10).default(5_000),
+    'the LISTEN connection must hear a notification it sent itself within this, or it is recycled',
+  ),
+  POLL_TICK_TIMEOUT_MS: documented(
+    intFrom(1).default(10_000),
+    'a poller tick that takes longer is abandoned and the next one scheduled',
+  ),
+  POLL_WORK_TIMEOUT_MS: documented(
+    intFrom(1).default(60_000),
+    "working one task (kie's answer and the writes) that takes longer is given up and retried",
+  ),
+  MAX_REQUEST_BODY_BYTES: documented(
+    intFrom(1024).default(102_400),
+    'a GraphQL request body over this is refused with 413',
+  ),
+  MAX_QUERY_TOKENS: documented(intFrom(1).default(2_000), 'tokens in one GraphQL document'),
+  MAX_QUERY_ALIASES: documented(intFrom(0).default(30), 'aliases in one GraphQL document'),
+  MAX_QUERY_DEPTH: documented(intFrom(1).default(12), 'depth of one GraphQL document'),
+  MAX_QUERY_DIRECTIVES: documented(intFrom(0).default(20), 'directives in one GraphQL document'),
+  MAX_QUERY_COST: documented(
+    intFrom(1).default(25_000),
+    'cost limit, about 100 bytes of answer a unit: a field costs 1 (a long string 1 per 100 bytes it may hold), times the page size (`first:`) or list length above it',
+  ),
+  DOCUMENT_CACHE_BYTES: documented(
+    intFrom(0).default(16 * 1024 * 1024),
+    'estimated heap of the parsed, validated documents kept for reuse',
+  ),
+  MAX_UPDATE_BYTES: documented(
+    intFrom(1024).default(256 * 1024),
+    'one subscription update serialised over this ends the stream',
+  ),
+  MAX_BUFFERED_BYTES: documented(
+    intFrom(1024).default(1024 * 1024),
+    'a stream whose reader leaves more than this unread ends',
+  ),
+  MAX_ACTIVE_TASKS_PER_USER: documented(
+    intFrom(1).default(20),
+    'unfinished tasks one user may have at once; past it `QUOTA_EXCEEDED`',
+  ),
+  MAX_CREATES_PER_USER_PER_HOUR: documented(
+    intFrom(1).default(200),
+    'tasks one user may create in any hour; past it `QUOTA_EXCEEDED`',
+  ),
 });
 
 export type Env = z.input<typeof envSchema>;
 
 export interface Config {
+  /** Settings that work but are unsafe where they are (production); logged at start, one line each. */
+  warnings: string[];
   nodeEnv: 'development' | 'production' | 'test';
   port: number;
   host: string;
@@ -242,31 +447,29 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** Parses an environment into a Config, or throws a ConfigError whose message is one line. */
+type ParsedEnv = z.output<typeof envSchema>;
+
+/**
+ * Parses an environment into a Config, or throws a ConfigError whose message is one line naming every bad
+ * variable with its reason. Settings that work but are unsafe in production come back as `warnings`.
+ */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   // Empty strings mean "unset", as docker-compose passes `${VAR:-}` through.
   const present = Object.fromEntries(
     Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
   );
-  const parsed = envSchema.safeParse(present);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const variable = issue?.path.join('.') ?? 'environment';
-    throw new ConfigError(`Invalid configuration: ${variable} ${issue?.message ?? 'is invalid'}`);
+  // Each variable on its own, so that every bad one is reported at once, and the checks across variables
+  // still run on the ones that parsed.
+  const problems: string[] = [];
+  const parsed: Partial<ParsedEnv> = {};
+  for (const [name, schema] of Object.entries(envSchema.shape)) {
+    const result = schema.safeParse(present[name]);
+    if (result.success) (parsed as Record<string, unknown>)[name] = result.data;
+    else problems.push(`${name} ${result.error.issues[0]?.message ?? 'is invalid'}`);
   }
-  const e = parsed.data;
-  if (e.POLL_MAX_DELAY_MS < e.POLL_MIN_DELAY_MS) {
-    throw new ConfigError('Invalid configuration: POLL_MAX_DELAY_MS must be at least POLL_MIN_DELAY_MS');
-  }
-  if (e.KIE_CONNECT_TIMEOUT_MS >= e.KIE_CREATE_TIMEOUT_MS) {
-    // Else a create could time out while still connecting, and be taken for one that may have been sent.
-    throw new ConfigError(
-      'Invalid configuration: KIE_CONNECT_TIMEOUT_MS must be less than KIE_CREATE_TIMEOUT_MS',
-    );
-  }
-  if (e.AUTH_JWT_SECRET && e.AUTH_JWKS_URL) {
-    throw new ConfigError('Invalid configuration: set AUTH_JWT_SECRET or AUTH_JWKS_URL, not both');
-  }
+  problems.push(...crossVariableProblems(parsed, present));
+  if (problems.length > 0) throw new ConfigError(`Invalid configuration: ${problems.join('; ')}`);
+  const e = envSchema.parse(present);
   const claims = { issuer: e.AUTH_JWT_ISSUER, audience: e.AUTH_JWT_AUDIENCE };
   const auth: Config['auth'] = e.AUTH_JWT_SECRET
     ? { mode: 'secret', secret: e.AUTH_JWT_SECRET, ...claims }
@@ -274,20 +477,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ? { mode: 'jwks', jwksUrl: e.AUTH_JWKS_URL, ...claims }
       : { mode: 'development' };
 
-  if (e.NODE_ENV === 'production') {
-    if (auth.mode === 'development') {
-      throw new ConfigError(
-        'Invalid configuration: NODE_ENV=production needs AUTH_JWT_SECRET or AUTH_JWKS_URL (development tokens are refused)',
-      );
-    }
-    if (!e.KIE_API_KEY) {
-      throw new ConfigError(
-        'Invalid configuration: NODE_ENV=production needs KIE_API_KEY (the built-in simulator is refused)',
-      );
-    }
-  }
-
   return {
+    warnings: productionWarnings(e),
     nodeEnv: e.NODE_ENV,
     port: e.PORT,
     host: e.HOST,
@@ -375,4 +566,73 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxCreatesPerUserPerHour: e.MAX_CREATES_PER_USER_PER_HOUR,
     },
   };
+}
+
+/** What is wrong across variables; a variable that did not parse is not judged again here. */
+function crossVariableProblems(e: Partial<ParsedEnv>, present: Record<string, string | undefined>): string[] {
+  const problems: string[] = [];
+  if (
+    e.POLL_MAX_DELAY_MS !== undefined &&
+    e.POLL_MIN_DELAY_MS !== undefined &&
+    e.POLL_MAX_DELAY_MS < e.POLL_MIN_DELAY_MS
+  ) {
+    problems.push('POLL_MAX_DELAY_MS must be at least POLL_MIN_DELAY_MS');
+  }
+  if (
+    e.KIE_CONNECT_TIMEOUT_MS !== undefined &&
+    e.KIE_CREATE_TIMEOUT_MS !== undefined &&
+    e.KIE_CONNECT_TIMEOUT_MS >= e.KIE_CREATE_TIMEOUT_MS
+  ) {
+    // Else a create could time out while still connecting, and be taken for one that may have been sent.
+    problems.push('KIE_CONNECT_TIMEOUT_MS must be less than KIE_CREATE_TIMEOUT_MS');
+  }
+  if (present.AUTH_JWT_SECRET && present.AUTH_JWKS_URL) {
+    problems.push('set AUTH_JWT_SECRET or AUTH_JWKS_URL, not both');
+  }
+  if (e.NODE_ENV === 'production') {
+    if (!present.AUTH_JWT_SECRET && !present.AUTH_JWKS_URL) {
+      problems.push(
+        'NODE_ENV=production needs AUTH_JWT_SECRET or AUTH_JWKS_URL (development tokens are refused)',
+      );
+    }
+    if (!present.KIE_API_KEY) {
+      problems.push('NODE_ENV=production needs KIE_API_KEY (the built-in simulator is refused)');
+    }
+    if (present.REDIS_URL && !present.DATABASE_URL) {
+      // Each instance would have an embedded database of its own: Redis would tell them of tasks they
+      // cannot read, and a task would live on one instance only.
+      problems.push(
+        'REDIS_URL is for several instances, which cannot share an embedded PGlite: set DATABASE_URL',
+      );
+    }
+  }
+  return problems;
+}
+
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '0.0.0.0']);
+
+/** Settings that start a working gateway in production but should not stay: each is logged at start. */
+function productionWarnings(e: ParsedEnv): string[] {
+  if (e.NODE_ENV !== 'production') return [];
+  const warnings: string[] = [];
+  if (!e.DATABASE_URL) {
+    warnings.push(
+      'DATABASE_URL is not set: the embedded PGlite serves this one instance only and lives in DATA_DIR; use Postgres in production',
+    );
+  }
+  const publicHost = e.PUBLIC_URL ? new URL(e.PUBLIC_URL).hostname : 'localhost';
+  if (LOCAL_HOSTS.has(publicHost) || publicHost.endsWith('.localhost')) {
+    warnings.push(
+      `PUBLIC_URL ${e.PUBLIC_URL ? `is ${e.PUBLIC_URL}` : 'is not set'}: kie.ai cannot reach callbacks on ${publicHost}, so tasks finish only when polled (POLL_MIN_DELAY_MS and later); set it to the gateway's public base URL`,
+    );
+  }
+  if (e.GRAPHIQL_ENABLED)
+    warnings.push('GRAPHIQL_ENABLED is true: GraphiQL is served to anyone in production');
+  if (e.INTROSPECTION_ENABLED) {
+    warnings.push('INTROSPECTION_ENABLED is true: anyone can read the whole schema in production');
+  }
+  if (!e.METRICS_TOKEN) {
+    warnings.push('METRICS_TOKEN is not set: /metrics is not served (set it to scrape with a bearer token)');
+  }
+  return warnings;
 }

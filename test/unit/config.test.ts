@@ -211,6 +211,32 @@ describe('loadConfig', () => {
     expect(configError({ DB_STATEMENT_TIMEOUT_MS: '0' }).message).toContain('DB_STATEMENT_TIMEOUT_MS');
   });
 
+  it('reports every bad value at once, each with its own reason, on one line', () => {
+    const error = configError({
+      POLL_MIN_DELAY_MS: '-5',
+      PORT: 'eighty',
+      LOG_LEVEL: 'loud',
+      KIE_CONNECT_TIMEOUT_MS: '100000',
+      AUTH_JWT_SECRET: 'short',
+    });
+    expect(error.message).not.toContain('\n');
+    expect(error.message).toContain('POLL_MIN_DELAY_MS must be at least 0');
+    expect(error.message).toContain('PORT must be a whole number');
+    expect(error.message).toMatch(/LOG_LEVEL [^;]*debug/);
+    expect(error.message).toContain('KIE_CONNECT_TIMEOUT_MS must be less than KIE_CREATE_TIMEOUT_MS');
+    expect(error.message).toContain('AUTH_JWT_SECRET must be at least 32 characters');
+    expect(error.message.match(/;/g)).toHaveLength(4);
+  });
+
+  it.each([
+    ['-5', 'must be at least 0'],
+    ['1.5', 'must be a whole number'],
+    ['1e3', 'must be a whole number'],
+    ['99999999999999999999', 'must be at most'],
+  ])('tells POLL_MIN_DELAY_MS=%s that it %s', (value, reason) => {
+    expect(configError({ POLL_MIN_DELAY_MS: value }).message).toContain(`POLL_MIN_DELAY_MS ${reason}`);
+  });
+
   it('refuses a maximum poll delay below the minimum', () => {
     const error = configError({ POLL_MIN_DELAY_MS: '5000', POLL_MAX_DELAY_MS: '1000' });
     expect(error.message).toMatch(/POLL_MAX_DELAY_MS/);
@@ -234,6 +260,54 @@ describe('loadConfig', () => {
       const error = configError({ NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET });
       expect(error.message).toContain('KIE_API_KEY');
       expect(error.message).not.toContain('\n');
+    });
+
+    it('names every missing variable at once', () => {
+      const error = configError({ NODE_ENV: 'production' });
+      expect(error.message).toContain('KIE_API_KEY');
+      expect(error.message).toMatch(/AUTH_JWT_SECRET or AUTH_JWKS_URL/);
+    });
+
+    it('refuses REDIS_URL on an embedded PGlite, which several instances cannot share', () => {
+      const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
+      expect(configError({ ...production, REDIS_URL: 'redis://cache:6379' }).message).toMatch(
+        /REDIS_URL.*DATABASE_URL/,
+      );
+      expect(
+        loadConfig({ ...production, REDIS_URL: 'redis://cache:6379', DATABASE_URL: 'postgres://db/x' })
+          .redisUrl,
+      ).toBe('redis://cache:6379');
+    });
+
+    it('warns of PGlite, a local PUBLIC_URL, GraphiQL, introspection and a hidden /metrics', () => {
+      const production = { NODE_ENV: 'production', AUTH_JWT_SECRET: SECRET, KIE_API_KEY: 'kie-key' };
+      const warned = (env: Record<string, string>) => loadConfig({ ...production, ...env }).warnings;
+      const all = warned({
+        PUBLIC_URL: 'http://127.0.0.1:4000',
+        GRAPHIQL_ENABLED: 'true',
+        INTROSPECTION_ENABLED: 'true',
+      });
+      expect(all.map((warning) => warning.split(' ')[0])).toEqual([
+        'DATABASE_URL',
+        'PUBLIC_URL',
+        'GRAPHIQL_ENABLED',
+        'INTROSPECTION_ENABLED',
+        'METRICS_TOKEN',
+      ]);
+      expect(all[1]).toContain('127.0.0.1');
+      expect(warned({})[1]).toMatch(/^PUBLIC_URL is not set/);
+      expect(warned({ PUBLIC_URL: 'http://app.localhost' }).some((w) => w.startsWith('PUBLIC_URL'))).toBe(
+        true,
+      );
+      expect(
+        warned({
+          DATABASE_URL: 'postgres://db/avatars',
+          PUBLIC_URL: 'https://gateway.example.com',
+          METRICS_TOKEN: 'a-metrics-token-of-16+',
+        }),
+      ).toEqual([]);
+      // Outside production the same settings are the intended development defaults.
+      expect(loadConfig({ GRAPHIQL_ENABLED: 'true' }).warnings).toEqual([]);
     });
 
     it('starts with auth and a kie key', () => {
