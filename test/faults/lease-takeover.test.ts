@@ -10,7 +10,7 @@ import {
   startTestGateway,
   type TestGateway,
 } from '../helpers/gateway.js';
-import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
+import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 const TASKS = 10;

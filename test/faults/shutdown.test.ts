@@ -4,8 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
 import { createTestDatabase, hasPostgres, type TestDatabase } from '../helpers/database.js';
 import { CREATE_TASK, sampleInput, signToken } from '../helpers/gateway.js';
+import { type GatewayProcess, startGatewayProcess } from '../helpers/gateway-process.js';
 import { connectWs, subscribeFetchSse, TASK_UPDATED, type WsConnection } from '../helpers/subscriptions.js';
-import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /** The default: the drain under load has all of it (a busy machine makes the database and kie slow). */

@@ -2,51 +2,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { configVariables, envExample, withReadmeTable } from '../../src/config-docs.js';
 
 // The deployment files are checked by reading them: no Docker engine is needed.
 
 const repoRoot = new URL('../../', import.meta.url);
 const read = (relativePath: string): string => readFileSync(new URL(relativePath, repoRoot), 'utf8');
 
-/** Every configuration variable the gateway reads (API.md's Configuration table, plus NODE_ENV). */
-const REQUIRED_VARIABLES = [
-  'PORT',
-  'HOST',
-  'PUBLIC_URL',
-  'DATABASE_URL',
-  'DATA_DIR',
-  'KIE_API_KEY',
-  'KIE_API_URL',
-  'KIE_UPLOAD_URL',
-  'KIE_WEBHOOK_HMAC_KEY',
-  'CONFIRM_CALLBACKS',
-  'AUTH_JWT_SECRET',
-  'AUTH_JWKS_URL',
-  'AUTH_JWT_ISSUER',
-  'AUTH_JWT_AUDIENCE',
-  'POLL_INTERVAL_MS',
-  'POLL_MIN_DELAY_MS',
-  'POLL_MAX_DELAY_MS',
-  'WATCHED_POLL_INTERVAL_MS',
-  'TASK_TIMEOUT_MS',
-  'KIE_MAX_CREATES_PER_10S',
-  'KIE_MAX_QUERIES_PER_S',
-  'MAX_ACTIVE_TASKS_PER_USER',
-  'MAX_CREATES_PER_USER_PER_HOUR',
-  'REDIS_URL',
-  'SIMULATOR_STEP_MS',
-  'LOG_LEVEL',
-  'NODE_ENV',
-  'MAX_REQUEST_BODY_BYTES',
-  'MAX_QUERY_TOKENS',
-  'MAX_QUERY_ALIASES',
-  'MAX_QUERY_DEPTH',
-  'MAX_QUERY_DIRECTIVES',
-  'MAX_QUERY_COST',
-  'DOCUMENT_CACHE_BYTES',
-  'MAX_UPDATE_BYTES',
-  'MAX_BUFFERED_BYTES',
-] as const;
+/** Every variable the gateway reads: the config schema's, never a list kept by hand. */
+const SCHEMA_VARIABLES = configVariables();
+const VARIABLE_NAMES = SCHEMA_VARIABLES.map((variable) => variable.name);
 
 /**
  * The variables named in the first column of API.md's Configuration table, or null when the contract is not
@@ -200,9 +165,20 @@ describe('docker-compose.yml', () => {
     expect(new URL(withDefaults(databaseUrl)).hostname).toBe('postgres');
   });
 
-  it('passes every configuration variable to the gateway', () => {
+  it("passes exactly the config schema's variables to the gateway", () => {
     const names = [...environmentOf(mappingAt(services, 'gateway')).keys()];
-    expect(names).toEqual(expect.arrayContaining([...REQUIRED_VARIABLES]));
+    expect([...names].sort()).toEqual([...VARIABLE_NAMES].sort());
+  });
+
+  it("falls back to the schema's own default wherever it passes one through", () => {
+    const environment = environmentOf(mappingAt(services, 'gateway'));
+    // Compose runs production unless told otherwise; `npm start` runs development.
+    const deliberate = new Set(['NODE_ENV']);
+    for (const variable of SCHEMA_VARIABLES) {
+      const passed = /^\$\{([A-Z0-9_]+):-(.*)\}$/.exec(environment.get(variable.name) ?? '');
+      if (!passed || passed[1] !== variable.name || deliberate.has(variable.name)) continue;
+      expect(passed[2], variable.name).toBe(variable.defaultValue);
+    }
   });
 
   it.skipIf(contractVariables === null)(
@@ -261,8 +237,12 @@ describe('.env.example', () => {
   // A commented-out assignment (`# NAME=`) documents a variable whose default is "unset".
   const named = new Set([...text.matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!));
 
-  it('names every configuration variable', () => {
-    expect([...named]).toEqual(expect.arrayContaining([...REQUIRED_VARIABLES]));
+  it("names exactly the config schema's variables, and compose's own Postgres password", () => {
+    expect([...named].sort()).toEqual([...VARIABLE_NAMES, 'POSTGRES_PASSWORD'].sort());
+  });
+
+  it('is what `npm run config:docs` writes', () => {
+    expect(text).toBe(envExample());
   });
 
   it.skipIf(contractVariables === null)(
@@ -271,4 +251,25 @@ describe('.env.example', () => {
       expect([...named]).toEqual(expect.arrayContaining(contractVariables!));
     },
   );
+});
+
+describe("README's configuration table", () => {
+  it('is what `npm run config:docs` writes from the config schema', () => {
+    const readme = read('README.md');
+    expect(readme).toBe(withReadmeTable(readme));
+  });
+
+  it.skipIf(contractVariables === null)(
+    "covers every variable of ../shared/API.md's configuration table",
+    () => {
+      expect(VARIABLE_NAMES).toEqual(expect.arrayContaining(contractVariables!));
+    },
+  );
+});
+
+describe('the config schema', () => {
+  it('documents every variable with a meaning', () => {
+    for (const variable of SCHEMA_VARIABLES)
+      expect(variable.meaning.length, variable.name).toBeGreaterThan(10);
+  });
 });

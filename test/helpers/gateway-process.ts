@@ -4,7 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TEST_JWT_SECRET } from '../helpers/gateway.js';
+import { TEST_JWT_SECRET } from './gateway.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -29,16 +29,39 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+export interface GatewayProcessOptions {
+  /** Unset: the embedded PGlite in a fresh DATA_DIR. */
+  databaseUrl?: string;
+  kieUrl: string;
+  env?: Record<string, string>;
+}
+
 /**
  * The gateway as production runs it: `tsx src/main.ts` in its own process, configured only through its
  * environment (NODE_ENV=production, HS256 auth with the test secret, a standalone kie at `kieUrl`), so a test
- * can signal it, kill it, and time its exit.
+ * can signal it, kill it, and time its exit. Ready once /readyz answers 200.
  */
-export async function startGatewayProcess(options: {
-  databaseUrl: string;
-  kieUrl: string;
-  env?: Record<string, string>;
-}): Promise<GatewayProcess> {
+export async function startGatewayProcess(options: GatewayProcessOptions): Promise<GatewayProcess> {
+  const gateway = await spawnGatewayProcess(options);
+  const { child, url } = gateway;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the gateway exited at start:\n${gateway.output()}`);
+    const ready = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+      (response) => response.status === 200,
+      () => false,
+    );
+    if (ready) return gateway;
+    if (Date.now() > deadline) {
+      gateway.kill();
+      throw new Error(`the gateway did not get ready within 60 s:\n${gateway.output()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/** The same process, not waited for: for a start that is meant to fail. */
+export async function spawnGatewayProcess(options: GatewayProcessOptions): Promise<GatewayProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
@@ -50,7 +73,7 @@ export async function startGatewayProcess(options: {
       PORT: String(port),
       PUBLIC_URL: url,
       DATA_DIR: await mkdtemp(path.join(tmpdir(), 'avatar-gateway-process-')),
-      DATABASE_URL: options.databaseUrl,
+      ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
       KIE_API_URL: options.kieUrl,
       KIE_API_KEY: 'test-kie-key',
       AUTH_JWT_SECRET: TEST_JWT_SECRET,
@@ -80,18 +103,5 @@ export async function startGatewayProcess(options: {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the gateway exited at start:\n${output}`);
-    const ready = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
-      (response) => response.status === 200,
-      () => false,
-    );
-    if (ready) return gateway;
-    if (Date.now() > deadline) {
-      gateway.kill();
-      throw new Error(`the gateway did not get ready within 60 s:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  return gateway;
 }
