@@ -202,7 +202,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       callbacks: {
         service,
         hmacKey: config.kie.webhookHmacKey,
-        seenSignatures: new SeenSignatures(database.db, logger),
+        seenSignatures: new SeenSignatures(database.db, repository, logger),
         confirmCallbacks: config.kie.confirmCallbacks,
         logger,
         metrics,

@@ -1,6 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import type { AvatarTaskRow } from '../db/schema.js';
 import type { Metrics } from '../metrics.js';
 import { UpstreamTaskMismatchError } from '../tasks/errors.js';
 import type { TaskService } from '../tasks/service.js';
@@ -58,24 +59,34 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
   const { service, logger } = options;
   let signature: string | undefined;
   try {
-    const task = await service.repository.findById(taskId);
-    if (!task) return reply(404, 'no such task');
-    if (!sameSecret(secret, task.callbackSecret)) return reply(401, 'bad callback secret');
-    if (options.hmacKey) {
-      const problem = checkSignature(
-        request.headers,
-        snapshot.upstreamTaskId,
-        options.hmacKey,
-        options.now ?? Date.now,
-      );
-      if (problem) return reply(401, problem);
+    // The HMAC needs no row: checked first, so that only a signature kie made is recorded with the lookup.
+    const problem = options.hmacKey
+      ? checkSignature(request.headers, snapshot.upstreamTaskId, options.hmacKey, options.now ?? Date.now)
+      : null;
+    let task: AvatarTaskRow | undefined;
+    let firstUse = true;
+    if (options.hmacKey && !problem) {
       signature = request.headers.get('x-webhook-signature') ?? '';
       const timestamp = Number(request.headers.get('x-webhook-timestamp'));
       const expiresAt = new Date((timestamp + SIGNATURE_WINDOW_SECONDS) * 1000);
-      if (!(await options.seenSignatures.firstUse(signature, expiresAt))) {
-        logger.warn({ taskId, upstreamTaskId: snapshot.upstreamTaskId }, 'kie callback signature replayed');
-        return reply(200, 'duplicate: this signature was already used; nothing changed');
-      }
+      ({ task, firstUse } = await options.seenSignatures.taskRecordingFirstUse(taskId, signature, expiresAt));
+    } else {
+      task = await service.repository.findById(taskId);
+    }
+    // Refused in the order the checks ran before the signature was recorded with the lookup.
+    const refusal = !task
+      ? reply(404, 'no such task')
+      : !sameSecret(secret, task.callbackSecret)
+        ? reply(401, 'bad callback secret')
+        : problem && reply(401, problem);
+    if (!task || refusal) {
+      // Not this callback's to keep: kie's own use of the signature must still count as its first.
+      if (signature !== undefined && firstUse) await options.seenSignatures.forget(signature).catch(() => {});
+      return refusal || reply(404, 'no such task');
+    }
+    if (!firstUse) {
+      logger.warn({ taskId, upstreamTaskId: snapshot.upstreamTaskId }, 'kie callback signature replayed');
+      return reply(200, 'duplicate: this signature was already used; nothing changed');
     }
     const applied = options.confirmCallbacks ? await service.confirmed(snapshot) : snapshot;
     // The row just read is where the transition starts; it reads again only if the task changed meanwhile.

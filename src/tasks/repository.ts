@@ -20,6 +20,7 @@ import {
   avatarTaskEvents,
   avatarTasks,
   kieCreateSlots,
+  seenCallbackSignatures,
 } from '../db/schema.js';
 import type { QuotaName } from './errors.js';
 import {
@@ -153,6 +154,7 @@ export class TaskRepository {
   // The two lookups every callback and every live update make, built once instead of on each call.
   private readonly byId;
   private readonly byIdForUser;
+  private readonly byIdRecordingSignature;
 
   constructor(private readonly db: Database) {
     this.byId = db
@@ -167,6 +169,19 @@ export class TaskRepository {
         and(eq(avatarTasks.id, sql.placeholder('id')), eq(avatarTasks.userId, sql.placeholder('userId'))),
       )
       .prepare('avatar_task_by_id_for_user');
+    // Recorded only for a task that exists: one refused for its secret is forgotten by the caller.
+    const seen = db.$with('seen', { hash: seenCallbackSignatures.signatureHash }).as(sql`
+      insert into ${seenCallbackSignatures} (signature_hash, expires_at)
+      select ${sql.placeholder('hash')}::text, ${sql.placeholder('expiresAt')}::timestamptz
+      where exists (select 1 from ${avatarTasks} where ${avatarTasks.id} = ${sql.placeholder('id')}::uuid)
+      on conflict do nothing
+      returning signature_hash`);
+    this.byIdRecordingSignature = db
+      .with(seen)
+      .select({ task: avatarTasks, firstUse: sql<boolean>`exists (select 1 from ${seen})` })
+      .from(avatarTasks)
+      .where(eq(avatarTasks.id, sql.placeholder('id')))
+      .prepare('avatar_task_by_id_recording_signature');
   }
 
   /**
@@ -233,6 +248,25 @@ export class TaskRepository {
     if (!isTaskId(id)) return undefined;
     const [row] = await this.byId.execute({ id });
     return row;
+  }
+
+  /**
+   * A callback's task, read by the same statement that records the callback's signature (its hash, kept until
+   * `expiresAt`): `firstUse` is false when it was recorded before, i.e. for a replay. For a task that does not
+   * exist nothing is recorded.
+   */
+  async findRecordingSignature(
+    id: string,
+    signature: { hash: string; expiresAt: Date },
+  ): Promise<{ task: AvatarTaskRow | undefined; firstUse: boolean }> {
+    if (!isTaskId(id)) return { task: undefined, firstUse: false };
+    // A raw placeholder has no column to encode a Date with: postgres.js takes the ISO text.
+    const [row] = await this.byIdRecordingSignature.execute({
+      id,
+      hash: signature.hash,
+      expiresAt: signature.expiresAt.toISOString(),
+    });
+    return { task: row?.task, firstUse: row?.firstUse ?? false };
   }
 
   /** A task as its owner sees it: another user's id is indistinguishable from one that does not exist. */

@@ -63,4 +63,20 @@ describe.each(databaseKinds())('replayed callback signatures on %s', (kind) => {
     expect(done?.state).toBe('SUCCEEDED');
     expect(done?.events.at(-1)).toMatchObject({ state: 'SUCCEEDED', source: 'CALLBACK' });
   });
+
+  it("keeps a signature refused for its URL (wrong secret, unknown task) usable by kie's own callback", async () => {
+    const [one] = gateways as [TestGateway, TestGateway];
+    const created = await createTaskOk(one, undefined, 'misdirected');
+    const row = await one.app.service.repository.findById(decodeGlobalID(created.id).id);
+    if (!row?.upstreamTaskId) throw new Error('the task was not submitted');
+    const headers = signed(row.upstreamTaskId);
+    const body = callbackBody(row.upstreamTaskId, 'generating');
+
+    expect(await postCallback(one, `${row.id}/not-the-secret`, body, headers)).toBe(401);
+    expect(await postCallback(one, `${crypto.randomUUID()}/${row.callbackSecret}`, body, headers)).toBe(404);
+    expect((await getTask(one, created.id, 'misdirected'))?.state).toBe('WAITING');
+
+    expect(await postCallback(one, `${row.id}/${row.callbackSecret}`, body, headers)).toBe(200);
+    expect((await getTask(one, created.id, 'misdirected'))?.state).toBe('GENERATING');
+  });
 });
