@@ -123,6 +123,9 @@ async function gatewayEnv(overrides: Record<string, string>): Promise<Record<str
     // Seeded and created tasks stay out of the poller's way unless a scenario wants it.
     POLL_MIN_DELAY_MS: '3600000',
     POLL_MAX_DELAY_MS: '3600000',
+    // Watched tasks too: KIE_MAX_QUERIES_PER_S is lifted, so 10,000 subscribers would have their tasks polled
+    // every 1.5 s, where production's limit holds that to 10 recordInfo a second.
+    WATCHED_POLL_INTERVAL_MS: '3600000',
     ...overrides,
   };
 }
