@@ -1,5 +1,15 @@
 import { type AnyColumn, sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import {
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
 import type { TaskFailureCode } from '../tasks/errors.js';
 import { avatarTaskEventSources, avatarTaskStates } from '../tasks/states.js';
 
@@ -36,6 +46,8 @@ export const avatarTasks = pgTable(
     resultUrls: jsonb('result_urls').$type<string[]>().notNull().default([]),
     failureCode: text('failure_code').$type<TaskFailureCode>(),
     failureMessage: text('failure_message'),
+    /** kie's `consumeCredits` for the task, once kie reported it; null until then. */
+    creditsCharged: doublePrecision('credits_charged'),
     version: integer('version').notNull().default(1),
     submitStatus: text('submit_status', { enum: submitStatuses }).notNull().default('queued'),
     submitAttempts: integer('submit_attempts').notNull().default(0),

@@ -62,6 +62,7 @@ export type TaskPatch = Partial<
     | 'pollAttempts'
     | 'leaseUntil'
     | 'submitAttempts'
+    | 'creditsCharged'
   >
 >;
 
@@ -692,6 +693,7 @@ function newRow(task: CreatedTask, now: Date): AvatarTaskRow {
     resultUrls: [],
     failureCode: null,
     failureMessage: null,
+    creditsCharged: null,
     version: 1,
     submitStatus: 'queued',
     submitAttempts: 0,

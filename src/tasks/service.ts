@@ -370,7 +370,10 @@ export class TaskService {
             submitStatus: 'accepted',
             submittedAt: current.submittedAt ?? new Date(),
           };
-      return { target: targetFromSnapshot(snapshot), patch: { ...claim, ...patch } };
+      // What kie charged is kept from whichever record reports it, also one that changes no state.
+      const charged: TaskPatch =
+        snapshot.creditsCharged === undefined ? {} : { creditsCharged: snapshot.creditsCharged };
+      return { target: targetFromSnapshot(snapshot), patch: { ...claim, ...charged, ...patch } };
     });
   }
 

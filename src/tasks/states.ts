@@ -32,6 +32,8 @@ export interface UpstreamSnapshot {
   resultUrls: string[];
   failCode?: string | undefined;
   failMessage?: string | undefined;
+  /** kie's `consumeCredits`: what the task cost the account, once kie reports it (at its end). */
+  creditsCharged?: number | undefined;
 }
 
 export interface TaskFailure {

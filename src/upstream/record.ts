@@ -13,6 +13,14 @@ const recordSchema = z
     resultJson: z.union([z.string(), z.object({ resultUrls: z.array(z.string()).optional() })]).nullish(),
     failCode: z.union([z.string(), z.number()]).nullish(),
     failMsg: z.string().nullish(),
+    // A number in kie's examples; a numeric string is taken too, anything else is ignored rather than refused,
+    // so a record whose cost is odd still moves the task on.
+    consumeCredits: z
+      .preprocess(
+        (value) => (value == null || value === '' ? undefined : Number(value)),
+        z.number().nonnegative().finite().optional(),
+      )
+      .catch(undefined),
   })
   .refine((record) => record.taskId ?? record.task_id, { message: 'taskId is missing', path: ['taskId'] });
 
@@ -38,6 +46,7 @@ export function parseUpstreamRecord(data: unknown): UpstreamSnapshot {
     resultUrls: record.state === 'success' ? parseResultUrls(record.resultJson) : [],
     failCode: record.failCode == null ? undefined : String(record.failCode),
     failMessage: record.failMsg ?? undefined,
+    creditsCharged: record.consumeCredits,
   };
 }
 

@@ -22,6 +22,11 @@ export interface SimulatorKnobs {
   createDelayMs: number;
   /** Each recordInfo takes the first code and answers with it. */
   queryErrors: number[];
+  /**
+   * The account's balance. A create is refused with 402 when the balance is below what the task costs; else its
+   * cost is taken at once (and given back if the task fails, which costs nothing). Set it to run out or top up.
+   */
+  credits: number;
 }
 
 export interface SimulatorStats {
@@ -29,6 +34,8 @@ export interface SimulatorStats {
   createRequests: number;
   queries: number;
   callbacksSent: number;
+  /** Balance reads (`/api/v1/chat/credit`). */
+  creditChecks: number;
 }
 
 export interface KieSimulatorOptions {
@@ -76,6 +83,9 @@ type Model = (typeof models)[number];
 // What kie charges per output second; the sample video is 2 s long.
 const creditsPerSecond: Record<Model, number> = { 'kling/ai-avatar-pro': 16, 'kling/ai-avatar-standard': 8 };
 const sampleSeconds = 2;
+/** Enough for a long benchmark; tests that need the account to run dry set `credits`. */
+const DEFAULT_CREDITS = 100_000_000;
+const costOf = (model: Model) => creditsPerSecond[model] * sampleSeconds;
 const duplicateGapMs = 20;
 // kie's own callback timeout elsewhere; a receiver that hangs must not pin a socket forever.
 const callbackTimeoutMs = 15_000;
@@ -180,8 +190,15 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     createErrors: [...(options.knobs?.createErrors ?? [])],
     createDelayMs: options.knobs?.createDelayMs ?? 0,
     queryErrors: [...(options.knobs?.queryErrors ?? [])],
+    credits: options.knobs?.credits ?? DEFAULT_CREDITS,
   };
-  const stats: SimulatorStats = { creates: 0, createRequests: 0, queries: 0, callbacksSent: 0 };
+  const stats: SimulatorStats = {
+    creates: 0,
+    createRequests: 0,
+    queries: 0,
+    callbacksSent: 0,
+    creditChecks: 0,
+  };
   const tasks = new Map<string, SimTask>();
   const timers = new Set<NodeJS.Timeout>();
   const releases = new Set<() => void>();
@@ -235,7 +252,7 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     if (task.outcome === 'success') {
       return {
         resultJson: JSON.stringify({ resultUrls: [resultUrl(task.taskId)] }),
-        consumeCredits: creditsPerSecond[task.model] * sampleSeconds,
+        consumeCredits: costOf(task.model),
         costTime,
         completeTime,
       };
@@ -308,6 +325,8 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     const endMs = 3 * task.stepMs;
     later(endMs, () => {
       task.ended = true;
+      // A failed render costs nothing (consumeCredits 0): what was taken at the create is given back.
+      if (task.outcome === 'fail') knobs.credits += costOf(task.model);
     });
     const url = task.callBackUrl;
     if (url === undefined || mode === 'drop') return;
@@ -346,6 +365,8 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
       return errorEnvelope(422, `${where}: ${issue?.message ?? 'invalid'}`);
     }
     const body = parsed.data;
+    if (knobs.credits < costOf(body.model)) return errorEnvelope(402);
+    knobs.credits -= costOf(body.model);
 
     const createTime = Date.now();
     const taskId = `task_kling_${createTime}_${randomBytes(5).toString('hex')}`;
@@ -365,6 +386,17 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
 
     await pause(knobs.createDelayMs, request.signal);
     return envelope(200, 'success', { taskId });
+  }
+
+  /** Not kie's: sets the account's balance (`{"credits": n}`), so an account can run dry and be topped up. */
+  async function setCredits(request: Request): Promise<Response> {
+    if (!authorized(request)) return errorEnvelope(401);
+    const parsed = z
+      .object({ credits: z.number().nonnegative().finite() })
+      .safeParse(await request.json().catch(() => null));
+    if (!parsed.success) return errorEnvelope(422, 'body must be {"credits": <a number of at least 0>}');
+    knobs.credits = parsed.data.credits;
+    return envelope(200, 'success', knobs.credits);
   }
 
   function recordInfo(request: Request): Response {
@@ -419,8 +451,10 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     if (method === 'POST' && pathname === '/api/v1/jobs/createTask') return createTask(request);
     if (method === 'GET' && pathname === '/api/v1/jobs/recordInfo') return recordInfo(request);
     if (method === 'GET' && pathname === '/api/v1/chat/credit') {
-      return authorized(request) ? envelope(200, 'success', 1000) : errorEnvelope(401);
+      stats.creditChecks++;
+      return authorized(request) ? envelope(200, 'success', knobs.credits) : errorEnvelope(401);
     }
+    if (method === 'POST' && pathname === '/admin/credits') return setCredits(request);
     const resultMatch = /^\/results\/([^/]+)\.mp4$/.exec(pathname);
     if ((method === 'GET' || method === 'HEAD') && resultMatch?.[1]) {
       return result(request, resultMatch[1]);

@@ -100,7 +100,7 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
   };
 }
 
-export const TASK_FIELDS = `id state model imageUrl audioUrl prompt upstreamTaskId resultUrls videoUrl version
+export const TASK_FIELDS = `id state model imageUrl audioUrl prompt upstreamTaskId resultUrls videoUrl version creditsCharged
   failure { code message } createdAt updatedAt completedAt events { state source version at message }`;
 
 export interface TaskView {
@@ -110,6 +110,7 @@ export interface TaskView {
   resultUrls: string[];
   videoUrl: string | null;
   version: number;
+  creditsCharged: number | null;
   failure: { code: string; message: string } | null;
   events: Array<{ state: string; source: string; version: number; at: string; message: string | null }>;
   [field: string]: unknown;

@@ -22,6 +22,7 @@ const defaultKnobs: SimulatorKnobs = {
   createErrors: [],
   createDelayMs: 0,
   queryErrors: [],
+  credits: 1000,
 };
 
 interface Envelope {
@@ -303,7 +304,7 @@ describe('kie simulator over HTTP', () => {
       const response = await fetch(`${open.url}/api/v1/chat/credit`, {
         headers: { authorization: 'Bearer x' },
       });
-      expect(await response.json()).toEqual({ code: 200, msg: 'success', data: 1000 });
+      expect(await response.json()).toMatchObject({ code: 200, msg: 'success', data: expect.any(Number) });
       const missing = await fetch(`${open.url}/api/v1/chat/credit`);
       expect(missing.status).toBe(401);
     } finally {
@@ -315,6 +316,38 @@ describe('kie simulator over HTTP', () => {
     const response = await fetch(`${sim.url}/api/v1/chat/credit`, { headers: auth });
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ code: 200, msg: 'success', data: 1000 });
+  });
+
+  it('charges each create its cost, refuses with 402 when the account runs dry, and takes a top-up', async () => {
+    const balance = async () =>
+      (await (await fetch(`${sim.url}/api/v1/chat/credit`, { headers: auth })).json()) as Envelope;
+    sim.simulator.knobs.credits = 48;
+    const paid = await createTask();
+    expect((await balance()).data).toBe(16);
+    const refused = await post(taskBody());
+    expect(refused).toMatchObject({ status: 402, body: { code: 402, msg: 'Credits insufficient' } });
+    // STANDARD costs half as much (8 credits a second for the 2 s sample) and still fits.
+    const cheap = await createTask({ model: 'kling/ai-avatar-standard', prompt: '[fail]' });
+    expect((await balance()).data).toBe(0);
+    expect((await waitForState(paid, 'success')) as unknown).toMatchObject({ consumeCredits: 32 });
+    // A failed render costs nothing: its credits come back.
+    expect((await waitForState(cheap, 'fail')) as unknown).toMatchObject({ consumeCredits: 0 });
+    expect((await balance()).data).toBe(16);
+
+    const topUp = await fetch(`${sim.url}/admin/credits`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ credits: 500 }),
+    });
+    expect(await topUp.json()).toMatchObject({ code: 200, data: 500 });
+    await createTask();
+    expect((await balance()).data).toBe(468);
+    const bad = await fetch(`${sim.url}/admin/credits`, {
+      method: 'POST',
+      headers: auth,
+      body: '{"credits":-1}',
+    });
+    expect(bad.status).toBe(422);
   });
 
   it('sends the callback twice in duplicate mode', async () => {

@@ -21,6 +21,7 @@ function finished(durationMs: number): AvatarTaskRow {
     resultUrls: ['https://example.com/out.mp4'],
     failureCode: null,
     failureMessage: null,
+    creditsCharged: null,
     version: 3,
     submitStatus: 'accepted',
     submitAttempts: 1,

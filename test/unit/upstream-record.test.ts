@@ -26,6 +26,19 @@ describe('parseUpstreamRecord', () => {
     });
   });
 
+  it.each([
+    [100, 100],
+    ['12.5', 12.5],
+    [0, 0],
+    [undefined, undefined],
+    [null, undefined],
+    ['lots', undefined],
+    [-3, undefined],
+  ])('reads consumeCredits %j as creditsCharged %j', (consumeCredits, creditsCharged) => {
+    const snapshot = parseUpstreamRecord({ taskId: 't', state: 'success', resultJson: '', consumeCredits });
+    expect(snapshot.creditsCharged).toBe(creditsCharged);
+  });
+
   it('reads task_id when taskId is absent', () => {
     expect(parseUpstreamRecord({ task_id: 'task_2', state: 'generating' }).upstreamTaskId).toBe('task_2');
   });

@@ -141,6 +141,12 @@ builder.node(AvatarTask, {
           ? { code: task.failureCode ?? 'GENERATION_FAILED', message: task.failureMessage ?? '' }
           : null,
     }),
+    creditsCharged: t.float({
+      nullable: true,
+      resolve: (task) => task.creditsCharged,
+      description:
+        "What kie.ai charged the account for this task (its consumeCredits), once kie.ai reports it at the task's end; null until then, and for a task kie.ai never had.",
+    }),
     version: t.exposeInt('version', {
       description: 'Goes up by one on every change; a client keeps the highest it has seen.',
     }),

@@ -1,0 +1,1 @@
+ALTER TABLE "avatar_tasks" ADD COLUMN "credits_charged" double precision;
