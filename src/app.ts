@@ -227,6 +227,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         };
       },
       simulator,
+      publicUrl,
       developmentToken,
       streamLimits,
       edge: config.edge,

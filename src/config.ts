@@ -194,6 +194,11 @@ export const envSchema = z.object({
     defaultText: '`true`, except `false` in production',
     example: 'false',
   }),
+  DEMO_ENABLED: documented(
+    flag.optional(),
+    'serve the [live demo page](#the-live-demo-page) at `/demo`; it mints development tokens in development mode only',
+    { defaultText: '`true`, except `false` in production', example: 'false' },
+  ),
   INTROSPECTION_ENABLED: documented(
     flag.optional(),
     'answer introspection (off also hides "Did you mean" suggestions)',
@@ -413,6 +418,8 @@ export interface QueryLimits {
 
 export interface EdgeConfig {
   graphiqlEnabled: boolean;
+  /** The live demo page at /demo. */
+  demoEnabled: boolean;
   /** Off also hides "Did you mean ...?" suggestions, which would tell the schema field by field. */
   introspectionEnabled: boolean;
   /**
@@ -543,6 +550,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     edge: {
       graphiqlEnabled: e.GRAPHIQL_ENABLED ?? e.NODE_ENV !== 'production',
+      demoEnabled: e.DEMO_ENABLED ?? e.NODE_ENV !== 'production',
       introspectionEnabled: e.INTROSPECTION_ENABLED ?? e.NODE_ENV !== 'production',
       corsOrigins: e.CORS_ORIGINS ?? (e.NODE_ENV === 'production' ? [] : 'localhost'),
       corsCredentials: e.CORS_CREDENTIALS,

@@ -18,6 +18,7 @@ import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
 import type { KieSimulator } from '../upstream/simulator.js';
 import type { CorsPolicy } from './cors.js';
+import { useDemoRoutes } from './demo.js';
 import { useValidatedDocumentCache } from './document-cache.js';
 import { createGatewayMaskError } from './error-masking.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
@@ -45,6 +46,8 @@ export interface YogaOptions {
   sseReservations: SseReservations;
   /** Open-stream slots per user and token expiry, for the SSE streams yoga and graphql-sse serve. */
   streamLimits: StreamLimits;
+  /** The gateway's public base URL (PUBLIC_URL, or derived from the bound port). */
+  publicUrl: string;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
   limits: Pick<Config['limits'], 'maxRequestBodyBytes' | 'query' | 'documentCacheBytes' | 'maxUpdateBytes'>;
@@ -79,6 +82,11 @@ export function createGatewayYoga(options: YogaOptions) {
     ...useOperationLimits(options.limits.query),
   ];
   if (!options.edge.introspectionEnabled) plugins.push(...useIntrospectionDisabled());
+  if (options.edge.demoEnabled) {
+    plugins.push(
+      useDemoRoutes({ publicUrl: options.publicUrl, signDevelopmentToken: verifier.signDevelopmentToken }),
+    );
+  }
   if (simulator) {
     plugins.push(
       useRoute(

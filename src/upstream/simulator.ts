@@ -431,6 +431,8 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
       'content-type': 'video/mp4',
       'accept-ranges': 'bytes',
       'cache-control': 'public, max-age=86400',
+      // Like kie's storage, any app's page may play it (the gateway's default would allow its own origin only).
+      'cross-origin-resource-policy': 'cross-origin',
     };
     const head = request.method === 'HEAD';
     const range = parseRange(request.headers.get('range'), size);

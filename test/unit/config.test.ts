@@ -331,6 +331,7 @@ describe('the production edge', () => {
   it('turns GraphiQL, introspection, public /metrics and CORS off in production, on elsewhere', () => {
     expect(loadConfig(production).edge).toMatchObject({
       graphiqlEnabled: false,
+      demoEnabled: false,
       introspectionEnabled: false,
       corsOrigins: [],
       corsCredentials: false,
@@ -343,6 +344,7 @@ describe('the production edge', () => {
     });
     expect(loadConfig({}).edge).toMatchObject({
       graphiqlEnabled: true,
+      demoEnabled: true,
       introspectionEnabled: true,
       corsOrigins: 'localhost',
       publicMetrics: true,
@@ -354,6 +356,7 @@ describe('the production edge', () => {
       ...production,
       GRAPHIQL_ENABLED: 'true',
       INTROSPECTION_ENABLED: '1',
+      DEMO_ENABLED: 'true',
       CORS_ORIGINS: 'https://app.example.com, http://localhost:3000',
       CORS_CREDENTIALS: 'true',
       METRICS_TOKEN: 'a-metrics-token-of-16+',
@@ -364,6 +367,7 @@ describe('the production edge', () => {
     });
     expect(config.edge).toEqual({
       graphiqlEnabled: true,
+      demoEnabled: true,
       introspectionEnabled: true,
       corsOrigins: ['https://app.example.com', 'http://localhost:3000'],
       corsCredentials: true,
@@ -380,6 +384,7 @@ describe('the production edge', () => {
     ['CORS_ORIGINS', '*'],
     ['CORS_ORIGINS', 'https://app.example.com/path'],
     ['GRAPHIQL_ENABLED', 'yes'],
+    ['DEMO_ENABLED', 'maybe'],
     ['METRICS_TOKEN', 'short'],
   ])('refuses %s=%s', (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(variable);
