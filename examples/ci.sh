@@ -27,11 +27,12 @@ gateway_pid=$!
 
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 120); do
-  curl -fsS "$url/readyz" >/dev/null 2>&1 && break
+  # A request made while the gateway is still starting can go unanswered: every probe has a deadline.
+  curl -fsS --max-time 2 "$url/readyz" >/dev/null 2>&1 && break
   kill -0 "$gateway_pid" 2>/dev/null || { cat "$log" >&2; echo "the gateway did not start" >&2; exit 1; }
   sleep 0.5
 done
-curl -fsS "$url/readyz" >/dev/null || { cat "$log" >&2; echo "the gateway is not ready" >&2; exit 1; }
+curl -fsS --max-time 2 "$url/readyz" >/dev/null || { cat "$log" >&2; echo "the gateway is not ready" >&2; exit 1; }
 
 token="$(cd "$root" && node --import tsx src/bin/token.ts example-user)"
 export GATEWAY_URL="$url/graphql" TOKEN="$token" DEADLINE_MS=60000
