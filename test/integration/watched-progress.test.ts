@@ -74,6 +74,46 @@ describe.each(databaseKinds())('a watched task shows its progress on %s', (kind)
   );
 });
 
+describe('a watched task within a small query budget', () => {
+  it(
+    'is checked before a crowd of due unwatched tasks, and kie is asked no more than KIE_MAX_QUERIES_PER_S',
+    async () => {
+      const database = await createTestDatabase('pglite');
+      const kie = await startSimulatorServer({ knobs: { stepMs: 3000, callbackMode: 'drop' } });
+      // One query a second, and eight unwatched tasks due at every tick (no first-poll delay, no callbacks):
+      // in due order the watched task would wait its turn behind them and miss whole states.
+      const gateway = await startTestGateway({
+        database,
+        kieUrl: kie.url,
+        env: { ...DEFAULT_TIMING, POLL_MIN_DELAY_MS: '0', KIE_MAX_QUERIES_PER_S: '1' },
+      });
+      try {
+        const alice = user();
+        for (let i = 0; i < 8; i++) await createTaskOk(gateway, undefined, alice);
+        const watched = await createTaskOk(gateway, undefined, alice);
+        const startedAt = performance.now();
+        const queriesBefore = kie.simulator.stats.queries;
+
+        const received = await watchToTheEnd(gateway, alice, watched.id);
+
+        expect(received.map((update) => update.state)).toEqual([
+          'WAITING',
+          'QUEUING',
+          'GENERATING',
+          'SUCCEEDED',
+        ]);
+        const seconds = (performance.now() - startedAt) / 1000;
+        expect(kie.simulator.stats.queries - queriesBefore).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+      } finally {
+        await gateway.stop();
+        await kie.close();
+        await database.dispose();
+      }
+    },
+    WHOLE_RUN_MS + 20_000,
+  );
+});
+
 describe.runIf(hasPostgres())('watching across instances on Postgres', () => {
   it(
     "one instance's subscriber makes another instance's poller check the task; unwatched tasks wait as before",
