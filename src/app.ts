@@ -29,6 +29,7 @@ import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
 import { WatchedTasks } from './tasks/watched-tasks.js';
+import { CreditBreaker } from './upstream/credit-breaker.js';
 import { KieClient } from './upstream/kie-client.js';
 import { SlidingWindowLimiter } from './upstream/rate-limiter.js';
 import { createKieSimulator, type KieSimulator } from './upstream/simulator.js';
@@ -145,6 +146,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       repository,
       bus,
       kie,
+      creditBreaker: new CreditBreaker(config.kie.creditsCooldownMs, logger, (paused) =>
+        metrics.createsPaused.set(paused ? 1 : 0),
+      ),
       createWindow: { maxCreates: config.kie.maxCreatesPer10s, windowMs: 10_000 },
       quota: {
         maxActiveTasks: config.quotas.maxActiveTasksPerUser,

@@ -169,6 +169,10 @@ export const envSchema = z.object({
     intFrom(1).default(10),
     "the gateway's own limit on task queries sent to kie, per instance",
   ),
+  KIE_CREDITS_COOLDOWN_MS: documented(
+    intFrom(1).default(30_000),
+    "after kie's 402 (out of credits), creates answer `INSUFFICIENT_CREDITS` at once, without calling kie, for this long; then the next create is the probe",
+  ),
   REDIS_URL: documented(
     z
       .string()
@@ -348,6 +352,8 @@ export interface Config {
     connectTimeoutMs: number;
     maxCreatesPer10s: number;
     maxQueriesPerSecond: number;
+    /** After kie's 402, how long creates are refused without calling kie before one is tried again. */
+    creditsCooldownMs: number;
   };
   auth:
     | { mode: 'development' }
@@ -504,6 +510,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       connectTimeoutMs: e.KIE_CONNECT_TIMEOUT_MS,
       maxCreatesPer10s: e.KIE_MAX_CREATES_PER_10S,
       maxQueriesPerSecond: e.KIE_MAX_QUERIES_PER_S,
+      creditsCooldownMs: e.KIE_CREDITS_COOLDOWN_MS,
     },
     auth,
     tokenPolicy: {

@@ -31,6 +31,11 @@ export function createMetrics() {
       labelNames: ['state', 'source'] as const,
       registers: [registry],
     }),
+    createsPaused: new Gauge({
+      name: 'avatar_gateway_kie_creates_paused',
+      help: '1 while this instance sends no creates because kie answered 402 (out of credits), else 0',
+      registers: [registry],
+    }),
     activeSubscriptions: new Gauge({
       name: 'avatar_gateway_active_subscriptions',
       help: 'avatarTaskUpdated streams open on this instance, over graphql-ws and SSE alike',

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { AvatarTaskRow } from '../db/schema.js';
 import type { EventBus } from '../events/bus.js';
 import type { Metrics } from '../metrics.js';
+import type { CreditBreaker } from '../upstream/credit-breaker.js';
 import { KieError } from '../upstream/errors.js';
 import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
 import {
@@ -80,6 +81,8 @@ export interface TaskServiceOptions {
   repository: TaskRepository;
   bus: EventBus;
   kie: KieClient;
+  /** Holds creates back for a while after kie said the account is out of credits. */
+  creditBreaker: CreditBreaker;
   /** kie's account limit on creates, shared through the database by every instance. */
   createWindow: Omit<CreateWindow, 'leaseMs'>;
   quota: UserQuota;
@@ -137,6 +140,14 @@ export class TaskService {
     const { repository, quota, maxPendingSubmits } = this.options;
     const input = validateInput(rawInput);
     const inputHash = hashInput(input);
+    if (this.options.creditBreaker.refusing) {
+      // kie is out of credits: nothing is stored or sent, but a retry of a create that happened gets its task.
+      const existing = input.idempotencyKey
+        ? await repository.findByIdempotencyKey(userId, input.idempotencyKey)
+        : undefined;
+      if (existing) return sameInputOrThrow(existing, inputHash);
+      throw new InsufficientCreditsError(this.options.creditBreaker.refusal);
+    }
     const now = new Date();
     const stored = await repository.insertWithinQuota(
       {
@@ -235,11 +246,17 @@ export class TaskService {
         this.options.submitLeaseMs,
         this.options.logger,
         () =>
-          this.options.kie.createTask({
-            model: upstreamModels[claimed.model],
-            callBackUrl: this.callbackUrl(claimed),
-            input: { image_url: claimed.imageUrl, audio_url: claimed.audioUrl, prompt: claimed.prompt ?? '' },
-          }),
+          this.options.creditBreaker.send(() =>
+            this.options.kie.createTask({
+              model: upstreamModels[claimed.model],
+              callBackUrl: this.callbackUrl(claimed),
+              input: {
+                image_url: claimed.imageUrl,
+                audio_url: claimed.audioUrl,
+                prompt: claimed.prompt ?? '',
+              },
+            }),
+          ),
       ));
     } catch (error) {
       if (!(error instanceof KieError)) throw error;

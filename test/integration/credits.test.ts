@@ -3,12 +3,33 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
 import {
+  createTask,
   createTaskOk,
+  metric,
   sampleInput,
   startTestGateway,
   type TestGateway,
   waitForState,
 } from '../helpers/gateway.js';
+
+/** Sets the simulator's balance over HTTP, as an operator of the fake account would. */
+async function setKieCredits(kie: SimulatorServer, credits: number): Promise<void> {
+  const response = await fetch(`${kie.url}/admin/credits`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer test-kie-key', 'content-type': 'application/json' },
+    body: JSON.stringify({ credits }),
+  });
+  expect(response.status).toBe(200);
+}
+
+async function historyLength(gateway: TestGateway, user: string): Promise<number> {
+  const result = await gateway.gql<{ avatarTasks: { edges: unknown[] } }>(
+    'query { avatarTasks(first: 100) { edges { cursor } } }',
+    {},
+    user,
+  );
+  return result.data?.avatarTasks.edges.length ?? -1;
+}
 
 /** What the simulator itself says a task consumed, read over HTTP as the gateway's poller would. */
 async function kieConsumeCredits(kie: SimulatorServer, upstreamTaskId: string): Promise<unknown> {
@@ -70,6 +91,75 @@ describe.each(databaseKinds())('credits on %s', (kind) => {
       expect(failed.failure?.code).toBe('GENERATION_FAILED');
       expect(failed.creditsCharged).toBe(0);
       expect(await kieConsumeCredits(kie, failed.upstreamTaskId ?? '')).toBe(0);
+    });
+  });
+
+  describe('after kie answers 402', () => {
+    const cooldownMs = 3_000;
+    let kie: SimulatorServer;
+    let gateway: TestGateway;
+
+    beforeAll(async () => {
+      kie = await startSimulatorServer({ knobs: { stepMs: 50 } });
+      gateway = await startTestGateway({
+        database,
+        kieUrl: kie.url,
+        env: { KIE_MAX_CREATES_PER_10S: '1000', KIE_CREDITS_COOLDOWN_MS: String(cooldownMs) },
+      });
+    });
+    afterAll(async () => {
+      await gateway?.stop();
+      await kie?.close();
+    });
+
+    it('refuses creates at once with no call to kie until the probe after the cool-down goes through', async () => {
+      const user = `broke-${randomUUID()}`;
+      await setKieCredits(kie, 0);
+      const first = await createTask(gateway, sampleInput({ idempotencyKey: 'first' }), user);
+      expect(first).toMatchObject({ __typename: 'InsufficientCreditsError', code: 'INSUFFICIENT_CREDITS' });
+      const opened = Date.now();
+      expect(kie.simulator.stats.createRequests).toBe(1);
+      expect(await metric(gateway, 'avatar_gateway_kie_creates_paused')).toBe(1);
+
+      // The account is topped up, but the gateway does not know yet: within the cool-down nothing is sent,
+      // nothing is stored, and a retry of the refused create gets its stored task back.
+      await setKieCredits(kie, 1_000);
+      for (let i = 0; i < 3; i++) {
+        const refused = await createTask(gateway, sampleInput({ prompt: `held back ${i}` }), user);
+        expect(refused).toMatchObject({
+          __typename: 'InsufficientCreditsError',
+          code: 'INSUFFICIENT_CREDITS',
+        });
+        expect('message' in refused && refused.message).toMatch(/out of credits/);
+      }
+      const retried = await createTask(gateway, sampleInput({ idempotencyKey: 'first' }), user);
+      expect('task' in retried && retried.task.state).toBe('FAILED');
+      expect(Date.now() - opened).toBeLessThan(cooldownMs);
+      expect(kie.simulator.stats.createRequests).toBe(1);
+      expect(await historyLength(gateway, user)).toBe(1);
+
+      // After the cool-down the next create is the probe; kie takes it, and creates flow again.
+      await new Promise((resolve) => setTimeout(resolve, cooldownMs - (Date.now() - opened) + 50));
+      const probe = await createTaskOk(gateway, sampleInput({ prompt: 'probe' }), user);
+      expect(probe.state).toBe('WAITING');
+      const after = await createTaskOk(gateway, sampleInput({ prompt: 'after' }), user);
+      expect(after.state).toBe('WAITING');
+      expect(kie.simulator.stats.createRequests).toBe(3);
+      expect(await metric(gateway, 'avatar_gateway_kie_creates_paused')).toBe(0);
+      await waitForState(gateway, after.id, 'SUCCEEDED', user);
+    });
+
+    it('opens again at once when the probe is refused with 402 too', async () => {
+      const user = `still-broke-${randomUUID()}`;
+      await setKieCredits(kie, 0);
+      const before = kie.simulator.stats.createRequests;
+      expect(await createTask(gateway, sampleInput(), user)).toMatchObject({ code: 'INSUFFICIENT_CREDITS' });
+      await new Promise((resolve) => setTimeout(resolve, cooldownMs + 50));
+      // The probe goes to kie and is refused; the next create is refused without a call.
+      expect(await createTask(gateway, sampleInput(), user)).toMatchObject({ code: 'INSUFFICIENT_CREDITS' });
+      expect(await createTask(gateway, sampleInput(), user)).toMatchObject({ code: 'INSUFFICIENT_CREDITS' });
+      expect(kie.simulator.stats.createRequests - before).toBe(2);
+      await setKieCredits(kie, 1_000);
     });
   });
 });
