@@ -30,7 +30,7 @@ try {
     lines.push(
       '  development token for user "developer" (GraphiQL has it filled in already):',
       `  Authorization: Bearer ${app.developmentToken}`,
-      '  another user: npm run token -- <userId>',
+      '  another user: npm run -s token -- <userId>',
     );
   }
   console.log(`${lines.join('\n')}\n`);

@@ -125,7 +125,7 @@ async function verifyWith(
 
 /**
  * Development mode signs tokens with a random secret kept in DATA_DIR, so tokens printed by `npm start`
- * and `npm run token` keep working across restarts of the same checkout.
+ * and `npm run -s token` keep working across restarts of the same checkout.
  */
 export async function loadDevelopmentSecret(dataDir: string): Promise<Uint8Array> {
   const file = path.resolve(dataDir, 'dev-jwt-secret');

@@ -1,10 +1,11 @@
 import { createTokenVerifier } from '../auth/tokens.js';
 import { loadConfig } from '../config.js';
 
-// `npm run token -- <userId> [expiresIn]`: a development token, signed with the secret in DATA_DIR.
+// `npm run -s token -- <userId> [expiresIn]`: a development token, signed with the secret in DATA_DIR. Only the
+// token goes to stdout, so `TOKEN=$(npm run -s token -- alice)` captures it whole; hints go to stderr.
 const [userId, expiresIn] = process.argv.slice(2);
 if (!userId) {
-  console.error('usage: npm run token -- <userId> [expiresIn, e.g. 1h or 30d]');
+  console.error('usage: npm run -s token -- <userId> [expiresIn, e.g. 1h or 30d]');
   process.exit(1);
 }
 const config = loadConfig();
@@ -13,4 +14,6 @@ if (!verifier.signDevelopmentToken) {
   console.error('npm run token works in development mode only (AUTH_JWT_SECRET or AUTH_JWKS_URL is set)');
   process.exit(1);
 }
-console.log(await verifier.signDevelopmentToken(userId, expiresIn));
+const token = await verifier.signDevelopmentToken(userId, expiresIn);
+console.error(`a development token for "${userId}"; send it as: Authorization: Bearer <token>`);
+console.log(token);

@@ -21,6 +21,7 @@ import type { CorsPolicy } from './cors.js';
 import { useDemoRoutes } from './demo.js';
 import { useValidatedDocumentCache } from './document-cache.js';
 import { createGatewayMaskError } from './error-masking.js';
+import { useGraphiQLPage } from './graphiql-page.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useIntrospectionDisabled } from './introspection.js';
 import { useOperationLimits } from './operation-limits.js';
@@ -87,6 +88,9 @@ export function createGatewayYoga(options: YogaOptions) {
       useDemoRoutes({ publicUrl: options.publicUrl, signDevelopmentToken: verifier.signDevelopmentToken }),
     );
   }
+  if (options.edge.graphiqlEnabled) {
+    plugins.push(useGraphiQLPage({ endpoint: GRAPHQL_PATH, developmentToken: options.developmentToken }));
+  }
   if (simulator) {
     plugins.push(
       useRoute(
@@ -111,19 +115,9 @@ export function createGatewayYoga(options: YogaOptions) {
     maskedErrors: { maskError: createGatewayMaskError(options.logger) },
     plugins,
     // yoga's own SSE (Accept: text/event-stream on /graphql) pings every 12 s, keeping idle streams open.
-    // GraphiQL's scripts come from the package, not yoga's default CDN, so it works on a machine without
-    // internet access. The page is large, so it is loaded only when someone opens GraphiQL.
-    renderGraphiQL: async (graphiqlOptions) =>
-      (await import('@graphql-yoga/render-graphiql')).renderGraphiQL(graphiqlOptions),
+    // GraphiQL is served by useGraphiQLPage (compressed, a fresh idempotency key per load).
+    graphiql: false,
     cors: (request) => options.cors.optionsFor(request),
-    graphiql: options.edge.graphiqlEnabled && {
-      title: 'avatar-gateway',
-      defaultQuery: exampleOperations,
-      subscriptionsProtocol: 'SSE',
-      ...(options.developmentToken
-        ? { headers: JSON.stringify({ Authorization: `Bearer ${options.developmentToken}` }, null, 2) }
-        : {}),
-    },
     context: async (initial: YogaInitialContext & SocketContext) => {
       if (initial.viewer) return createContext(services, initial.viewer);
       let token: string | undefined;
@@ -143,33 +137,3 @@ export function createGatewayYoga(options: YogaOptions) {
 }
 
 export type GatewayYoga = ReturnType<typeof createGatewayYoga>;
-
-const exampleOperations = `# Welcome to avatar-gateway. Your development token is already in the Headers tab.
-# 1. Run CreateTask. 2. Copy the task id into WatchTask's variables and run it: the states stream in live.
-
-mutation CreateTask {
-  createAvatarTask(input: {
-    imageUrl: "https://example.com/face.png"
-    audioUrl: "https://example.com/voice.mp3"
-    prompt: "A friendly presenter, looking at the camera"
-    idempotencyKey: "my-first-task"
-  }) {
-    __typename
-    ... on CreateAvatarTaskSuccess { task { id state upstreamTaskId } }
-    ... on Error { code message }
-    ... on InvalidInputError { field }
-  }
-}
-
-subscription WatchTask($id: ID) {
-  avatarTaskUpdated(id: $id) { id state version videoUrl failure { code message } }
-}
-
-query MyTasks {
-  viewer { id }
-  avatarTasks(first: 10) {
-    edges { node { id state videoUrl createdAt events { state source at } } }
-    pageInfo { hasNextPage endCursor }
-  }
-}
-`;

@@ -64,6 +64,33 @@ describe.skipIf(!hasChromium)('GraphiQL in Chromium, development mode', () => {
     await database?.dispose();
   });
 
+  it('arrives compressed and draws a fresh idempotency key on every load, also over the tabs it kept', async () => {
+    const context = await browser.newContext();
+    const shownKey = async () => {
+      const page = await context.newPage();
+      const response = await page.goto(app.graphqlUrl, { waitUntil: 'load' });
+      // Chromium accepts gzip, deflate, br and zstd: the page, megabytes of script, comes as brotli.
+      expect(response?.headers()['content-encoding']).toBe('br');
+      await page.locator('.graphiql-query-editor .monaco-editor').waitFor({ timeout: 20_000 });
+      // A later load restores the tabs GraphiQL kept (and opens an empty one): the walkthrough is its own tab.
+      await page.locator('.graphiql-tab', { hasText: 'CreateTask' }).first().click();
+      let key: string | undefined;
+      await expect
+        .poll(async () => {
+          key = /walkthrough-[0-9a-f]{32}/.exec(await text(page.locator('.graphiql-query-editor')))?.[0];
+          return key;
+        })
+        .toBeTruthy();
+      await page.close();
+      return key;
+    };
+    const first = await shownKey();
+    // The second load restores GraphiQL's stored tabs, the walkthrough with the first key among them.
+    const second = await shownKey();
+    expect(second).not.toBe(first);
+    await context.close();
+  });
+
   it('runs a typed avatarTaskUpdated subscription and shows SUCCEEDED arrive', async () => {
     const page = await browser.newPage();
     const requests: string[] = [];

@@ -1,7 +1,12 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { SignJWT } from 'jose';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type RunningApp, startApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -213,6 +218,37 @@ describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
       expect(html).not.toMatch(/Bearer ey/);
     });
 
+    it('sends GraphiQL compressed as Accept-Encoding prefers, the same page in each encoding', async () => {
+      const page = async (acceptEncoding: string) => {
+        const response = await request(gateway.graphqlUrl, {
+          headers: { accept: 'text/html', 'accept-encoding': acceptEncoding },
+          headersTimeout: 30_000,
+          bodyTimeout: 30_000,
+        });
+        const raw = Buffer.from(await response.body.arrayBuffer());
+        const encoding = response.headers['content-encoding'] as string | undefined;
+        expect(response.headers.vary).toContain('accept-encoding');
+        expect(Number(response.headers['content-length'])).toBe(raw.length);
+        const html =
+          encoding === 'br' ? brotliDecompressSync(raw) : encoding === 'gzip' ? gunzipSync(raw) : raw;
+        return { encoding, bytes: raw.length, html: html.toString('utf8') };
+      };
+      const plain = await page('');
+      expect(plain.encoding).toBeUndefined();
+      expect(plain.html).toMatch(/graphiql/i);
+      for (const [accepted, expected] of [
+        ['gzip, deflate, br, zstd', 'br'],
+        ['gzip, deflate', 'gzip'],
+        ['br;q=0, gzip', 'gzip'],
+        ['br;q=0, gzip;q=0', undefined],
+      ] as const) {
+        const sent = await page(accepted);
+        expect(sent.encoding, accepted).toBe(expected);
+        expect(sent.html).toBe(plain.html);
+        if (expected) expect(sent.bytes).toBeLessThan(plain.bytes / 3);
+      }
+    }, 60_000);
+
     it.runIf(kind === 'postgres')('reports not ready when its database is gone', async () => {
       const handle = await database.open();
       const dataDir = await mkdtemp(path.join(tmpdir(), 'avatar-gateway-ready-'));
@@ -309,6 +345,23 @@ describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
         await app.stop();
       }
     });
+
+    it('prints only the token on stdout for `npm run -s token`, and the gateway takes it', async () => {
+      const printed = await promisify(execFile)('npm', ['run', '-s', 'token', '--', 'alice'], {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir },
+        timeout: 60_000,
+      });
+      expect(printed.stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+      expect(printed.stderr).toContain('Authorization: Bearer');
+      const app = await startDevelopment();
+      try {
+        const viewer = await post(app.graphqlUrl, '{ viewer { id } }', `Bearer ${printed.stdout.trim()}`);
+        expect(viewer.body).toEqual({ data: { viewer: { id: 'alice' } } });
+      } finally {
+        await app.stop();
+      }
+    }, 90_000);
 
     it('keeps accepting its development tokens after a restart', async () => {
       const first = await startDevelopment();
