@@ -119,6 +119,18 @@ export class KieClient {
     }
   }
 
+  /**
+   * A fresh link (kie says: valid 20 minutes) for a file kie generated, such as a result video whose own URL
+   * has expired. kie answers 422 for URLs it did not generate. Not counted against the task-query limit.
+   */
+  async downloadUrl(url: string): Promise<string> {
+    const data = await this.call('downloadUrl', 'POST', '/api/v1/common/download-url', { url });
+    if (typeof data !== 'string' || !/^https?:\/\//.test(data)) {
+      throw new KieError('retryable', 200, 'kie answered download-url without a link');
+    }
+    return data;
+  }
+
   /** Credits left on the account. */
   async credits(): Promise<number> {
     await this.options.queryLimiter.take();

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,6 +27,16 @@ export interface SimulatorKnobs {
    * cost is taken at once (and given back if the task fails, which costs nothing). Set it to run out or top up.
    */
   credits: number;
+  /**
+   * How long after a task ended its result URL (the one in resultJson) keeps working; past it the URL
+   * answers 403, as kie's do after about 24 hours. Links from download-url work for `downloadUrlTtlMs`.
+   */
+  resultUrlTtlMs: number;
+  downloadUrlTtlMs: number;
+  /** Each download of a result video takes the first code and answers with it (a CDN having trouble). */
+  resultErrors: number[];
+  /** A download of a result video waits this long before it is answered. */
+  resultDelayMs: number;
 }
 
 export interface SimulatorStats {
@@ -36,6 +46,11 @@ export interface SimulatorStats {
   callbacksSent: number;
   /** Balance reads (`/api/v1/chat/credit`). */
   creditChecks: number;
+  /** download-url calls answered with a fresh link. */
+  downloadUrls: number;
+  /** GETs of a result video received, and those answered 200 or 206. */
+  resultRequests: number;
+  resultDownloads: number;
 }
 
 export interface KieSimulatorOptions {
@@ -87,6 +102,8 @@ const sampleSeconds = 2;
 const DEFAULT_CREDITS = 100_000_000;
 const costOf = (model: Model) => creditsPerSecond[model] * sampleSeconds;
 const duplicateGapMs = 20;
+// kie's documented lifetime of a link from download-url.
+const defaultDownloadUrlTtlMs = 20 * 60_000;
 // kie's own callback timeout elsewhere; a receiver that hangs must not pin a socket forever.
 const callbackTimeoutMs = 15_000;
 
@@ -160,6 +177,11 @@ function errorEnvelope(code: number, msg?: string): Response {
   return envelope(code, msg ?? errorMessages[code] ?? `Error ${code}`);
 }
 
+/** The task id in a result video's path (`/results/<taskId>.mp4`, relative to the simulator's root). */
+function resultTaskId(pathname: string): string | undefined {
+  return /^\/results\/([^/]+)\.mp4$/.exec(pathname)?.[1];
+}
+
 type ByteRange = { start: number; end: number } | 'unsatisfiable' | undefined;
 
 /** A single `bytes=` range; anything else is ignored and the whole file is served, as RFC 9110 allows. */
@@ -191,6 +213,10 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     createDelayMs: options.knobs?.createDelayMs ?? 0,
     queryErrors: [...(options.knobs?.queryErrors ?? [])],
     credits: options.knobs?.credits ?? DEFAULT_CREDITS,
+    resultUrlTtlMs: options.knobs?.resultUrlTtlMs ?? Number.POSITIVE_INFINITY,
+    downloadUrlTtlMs: options.knobs?.downloadUrlTtlMs ?? defaultDownloadUrlTtlMs,
+    resultErrors: [...(options.knobs?.resultErrors ?? [])],
+    resultDelayMs: options.knobs?.resultDelayMs ?? 0,
   };
   const stats: SimulatorStats = {
     creates: 0,
@@ -198,7 +224,12 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     queries: 0,
     callbacksSent: 0,
     creditChecks: 0,
+    downloadUrls: 0,
+    resultRequests: 0,
+    resultDownloads: 0,
   };
+  // Signs the links download-url hands out, so a link cannot be made up or stretched.
+  const linkKey = randomBytes(32);
   const tasks = new Map<string, SimTask>();
   const timers = new Set<NodeJS.Timeout>();
   const releases = new Set<() => void>();
@@ -423,8 +454,41 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     return minted !== null && Number(minted[1]) < startedAt;
   }
 
+  function linkSignature(taskId: string, expires: string): Buffer {
+    return createHmac('sha256', linkKey).update(`${taskId}.${expires}`).digest();
+  }
+
+  function freshLink(taskId: string): string {
+    const expires = String(Date.now() + knobs.downloadUrlTtlMs);
+    const signature = linkSignature(taskId, expires).toString('base64url');
+    return `${resultUrl(taskId)}?expires=${expires}&signature=${signature}`;
+  }
+
+  /** The plain result URL until `resultUrlTtlMs` after the task ended; a signed link until its own expiry. */
+  function linkValid(url: URL, taskId: string): boolean {
+    const expires = url.searchParams.get('expires');
+    const signature = url.searchParams.get('signature');
+    if (expires !== null && signature !== null) {
+      const expected = linkSignature(taskId, expires);
+      const given = Buffer.from(signature, 'base64url');
+      return (
+        given.length === expected.length && timingSafeEqual(given, expected) && Date.now() < Number(expires)
+      );
+    }
+    const task = tasks.get(taskId);
+    const endedAt = task ? task.createTime + 3 * task.stepMs : startedAt;
+    return Date.now() < endedAt + knobs.resultUrlTtlMs;
+  }
+
   async function result(request: Request, taskId: string): Promise<Response> {
+    stats.resultRequests++;
+    await pause(knobs.resultDelayMs, request.signal);
     if (!servesResult(taskId)) return errorEnvelope(404, 'Result not found');
+    if (!linkValid(new URL(request.url), taskId)) {
+      return new Response('Request has expired', { status: 403, headers: { 'content-type': 'text/plain' } });
+    }
+    const injected = knobs.resultErrors.shift();
+    if (injected !== undefined) return errorEnvelope(injected);
     const bytes = await loadSample();
     const size = bytes.byteLength;
     const headers: Record<string, string> = {
@@ -439,6 +503,7 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     if (range === 'unsatisfiable') {
       return new Response(null, { status: 416, headers: { ...headers, 'content-range': `bytes */${size}` } });
     }
+    if (!head) stats.resultDownloads++;
     if (range === undefined) {
       headers['content-length'] = String(size);
       return new Response(head ? null : bytes, { status: 200, headers });
@@ -448,19 +513,37 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     return new Response(head ? null : bytes.slice(range.start, range.end + 1), { status: 206, headers });
   }
 
+  /** kie's download-url: a fresh link for a file kie generated (here: a result it serves), 422 otherwise. */
+  async function downloadUrl(request: Request): Promise<Response> {
+    if (!authorized(request)) return errorEnvelope(401);
+    let url: URL;
+    try {
+      const body = JSON.parse(await request.text()) as { url?: unknown };
+      url = new URL(String(body.url));
+    } catch {
+      return errorEnvelope(422, 'url must be a URL kie generated');
+    }
+    const path = url.href.startsWith(`${resultBaseUrl}/`)
+      ? url.href.slice(resultBaseUrl.length).split(/[?#]/)[0]
+      : undefined;
+    const taskId = path === undefined ? undefined : resultTaskId(path);
+    if (!taskId || !servesResult(taskId)) return errorEnvelope(422, 'url was not generated by kie');
+    stats.downloadUrls++;
+    return envelope(200, 'success', freshLink(taskId));
+  }
+
   async function handle(request: Request, pathname: string): Promise<Response> {
     const method = request.method;
     if (method === 'POST' && pathname === '/api/v1/jobs/createTask') return createTask(request);
     if (method === 'GET' && pathname === '/api/v1/jobs/recordInfo') return recordInfo(request);
+    if (method === 'POST' && pathname === '/api/v1/common/download-url') return downloadUrl(request);
     if (method === 'GET' && pathname === '/api/v1/chat/credit') {
       stats.creditChecks++;
       return authorized(request) ? envelope(200, 'success', knobs.credits) : errorEnvelope(401);
     }
     if (method === 'POST' && pathname === '/admin/credits') return setCredits(request);
-    const resultMatch = /^\/results\/([^/]+)\.mp4$/.exec(pathname);
-    if ((method === 'GET' || method === 'HEAD') && resultMatch?.[1]) {
-      return result(request, resultMatch[1]);
-    }
+    const resultOf = resultTaskId(pathname);
+    if ((method === 'GET' || method === 'HEAD') && resultOf) return result(request, resultOf);
     return errorEnvelope(404, 'Not found');
   }
 

@@ -23,6 +23,10 @@ const defaultKnobs: SimulatorKnobs = {
   createDelayMs: 0,
   queryErrors: [],
   credits: 1000,
+  resultUrlTtlMs: Number.POSITIVE_INFINITY,
+  downloadUrlTtlMs: 20 * 60_000,
+  resultErrors: [],
+  resultDelayMs: 0,
 };
 
 interface Envelope {
@@ -94,7 +98,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  Object.assign(sim.simulator.knobs, defaultKnobs, { createErrors: [], queryErrors: [] });
+  Object.assign(sim.simulator.knobs, defaultKnobs, { createErrors: [], queryErrors: [], resultErrors: [] });
 });
 
 function taskBody(overrides: { prompt?: string; callBackUrl?: string; model?: string } = {}) {
@@ -416,6 +420,52 @@ describe('kie simulator over HTTP', () => {
     const unknown = await fetch(`${sim.url}/results/nope.mp4`);
     expect(unknown.status).toBe(404);
     await unknown.arrayBuffer();
+  });
+
+  it("expires result URLs and hands out fresh links through download-url, like kie's", async () => {
+    const taskId = await createTask();
+    const record = await waitForState(taskId, 'success');
+    const [videoUrl = ''] = (JSON.parse(record.resultJson) as { resultUrls: string[] }).resultUrls;
+    sim.simulator.knobs.resultUrlTtlMs = 0;
+    const expired = await fetch(videoUrl);
+    expect(expired.status).toBe(403);
+    await expired.arrayBuffer();
+
+    const refresh = (url: string) =>
+      fetch(`${sim.url}/api/v1/common/download-url`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ url }),
+      }).then(async (response) => ({ status: response.status, body: (await response.json()) as Envelope }));
+    const fresh = await refresh(videoUrl);
+    expect(fresh.status).toBe(200);
+    const link = String(fresh.body.data);
+    const served = await fetch(link);
+    expect(served.status).toBe(200);
+    expect((await served.arrayBuffer()).byteLength).toBeGreaterThan(1000);
+    expect(sim.simulator.stats.downloadUrls).toBe(1);
+
+    // A link whose expiry was stretched, and a URL kie never made, are refused.
+    const stretched = await fetch(link.replace(/expires=\d+/, `expires=${Date.now() + 3_600_000}`));
+    expect(stretched.status).toBe(403);
+    await stretched.arrayBuffer();
+    expect((await refresh('https://elsewhere.example.com/results/x.mp4')).status).toBe(422);
+    sim.simulator.knobs.downloadUrlTtlMs = 0;
+    const short = await fetch(String((await refresh(videoUrl)).body.data));
+    expect(short.status).toBe(403);
+    await short.arrayBuffer();
+  });
+
+  it('answers result downloads with the injected errors first', async () => {
+    const taskId = await createTask();
+    await waitForState(taskId, 'success');
+    sim.simulator.knobs.resultErrors = [500];
+    const failing = await fetch(`${sim.url}/results/${taskId}.mp4`);
+    expect(failing.status).toBe(500);
+    await failing.arrayBuffer();
+    const working = await fetch(`${sim.url}/results/${taskId}.mp4`);
+    expect(working.status).toBe(200);
+    await working.arrayBuffer();
   });
 
   it('does not serve a result before the task succeeded', async () => {
