@@ -1,5 +1,6 @@
 import { type AnyColumn, sql } from 'drizzle-orm';
 import {
+  bigint,
   doublePrecision,
   index,
   integer,
@@ -135,5 +136,51 @@ export const avatarTaskEvents = pgTable(
   (t) => [uniqueIndex('avatar_task_events_task_version_idx').on(t.taskId, t.version)],
 );
 
+/** Where a result video's copy stands: being copied (due at next_attempt_at), stored, given up, or removed. */
+export const storedResultStatuses = ['copying', 'stored', 'failed', 'removed'] as const;
+export type StoredResultStatus = (typeof storedResultStatuses)[number];
+
+/**
+ * The gateway's own copy of each result video, one row per result URL of a SUCCEEDED task. The row is
+ * written by the same statement that makes the task SUCCEEDED, so the copy is a durable job: whichever
+ * instance leases it copies it, and one that dies mid-copy leaves it to be taken over after its lease.
+ */
+export const storedResults = pgTable(
+  'stored_results',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    taskId: uuid('task_id')
+      .notNull()
+      .references(() => avatarTasks.id, { onDelete: 'cascade' }),
+    /** The result's index in the task's resultUrls. */
+    position: integer('position').notNull(),
+    /** kie's URL for it, as kie reported it. */
+    sourceUrl: text('source_url').notNull(),
+    status: text('status', { enum: storedResultStatuses }).notNull().default('copying'),
+    /** Where the copy is, in the folder or the bucket (set once stored). */
+    storageKey: text('storage_key'),
+    contentType: text('content_type'),
+    sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    sha256: text('sha256'),
+    /** Read from the file's header; null when it could not be read. */
+    durationSeconds: doublePrecision('duration_seconds'),
+    attempts: integer('attempts').notNull().default(0),
+    /** When the next copy attempt is due; null when none is. */
+    nextAttemptAt: at('next_attempt_at'),
+    /** An instance copying it holds it until then. */
+    leaseUntil: at('lease_until'),
+    lastError: text('last_error'),
+    storedAt: at('stored_at'),
+    /** Past it (RESULT_RETENTION_S after it was stored) the copy is deleted. */
+    expiresAt: at('expires_at'),
+  },
+  (t) => [
+    uniqueIndex('stored_results_task_position_idx').on(t.taskId, t.position),
+    index('stored_results_due_idx').on(t.nextAttemptAt).where(sql`${t.status} = 'copying'`),
+    index('stored_results_expires_idx').on(t.expiresAt).where(sql`${t.status} = 'stored'`),
+  ],
+);
+
+export type StoredResultRow = typeof storedResults.$inferSelect;
 export type AvatarTaskRow = typeof avatarTasks.$inferSelect;
 export type AvatarTaskEventRow = typeof avatarTaskEvents.$inferSelect;

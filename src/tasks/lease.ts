@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import type { TaskRepository } from './repository.js';
 
 /** A lease is renewed this many times per its length, so one late or failed renewal does not lose it. */
 const RENEWALS_PER_LEASE = 3;
@@ -10,8 +9,13 @@ const RENEWALS_PER_LEASE = 3;
  * work (a create kie takes a minute to answer) from ever looking abandoned: another instance taking over an
  * in-flight create would mark it unknown, and a task being polled would be polled twice.
  */
+/** Whatever holds leases by id: tasks, result copies. */
+export interface LeaseHolder {
+  renewLease(id: string, leaseMs: number): Promise<void>;
+}
+
 export async function whileLeased<T>(
-  repository: TaskRepository,
+  repository: LeaseHolder,
   taskId: string,
   leaseMs: number,
   logger: Logger,

@@ -21,6 +21,7 @@ import {
   avatarTasks,
   kieCreateSlots,
   seenCallbackSignatures,
+  storedResults,
 } from '../db/schema.js';
 import type { QuotaName } from './errors.js';
 import {
@@ -157,7 +158,14 @@ export class TaskRepository {
   private readonly byIdForUser;
   private readonly byIdRecordingSignature;
 
-  constructor(private readonly db: Database) {
+  /**
+   * `copyResults`: a task that SUCCEEDED gets a row per result in stored_results, written by the same
+   * statement, which the result copier picks up (off when RESULT_STORAGE is `none`).
+   */
+  constructor(
+    private readonly db: Database,
+    private readonly options: { copyResults: boolean } = { copyResults: false },
+  ) {
     this.byId = db
       .select()
       .from(avatarTasks)
@@ -428,9 +436,19 @@ export class TaskRepository {
       .set(changes)
       .where(unchanged)
       .returning({ id: avatarTasks.id });
+    const resultUrls = changes.resultUrls ?? task.resultUrls;
+    // The copy jobs too: a crash right after SUCCEEDED cannot lose them.
+    const copies =
+      target.state === 'SUCCEEDED' && this.options.copyResults && resultUrls.length > 0
+        ? sql`, copies as (
+            insert into ${storedResults} (task_id, position, source_url, next_attempt_at)
+            select changed.id, (u.ord - 1)::integer, u.url, ${now.toISOString()}::timestamptz
+            from changed, jsonb_array_elements_text(${JSON.stringify(resultUrls)}::jsonb) with ordinality as u(url, ord)
+            on conflict do nothing)`
+        : sql``;
     // The event is appended by the same statement, so it exists exactly when the update happened.
     const result: unknown = await this.db.execute(sql`
-      with changed as ${update}
+      with changed as ${update}${copies}
       insert into ${avatarTaskEvents} (task_id, version, state, source, at, message)
       select id, ${version}::integer, ${target.state}::text, ${source}::text, ${now.toISOString()}::timestamptz,
         ${target.message ?? null}::text
