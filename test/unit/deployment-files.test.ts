@@ -190,6 +190,18 @@ describe('docker-compose.yml', () => {
     },
   );
 
+  it('starts MinIO only with the s3 profile, creates the bucket, and keeps its data in a named volume', () => {
+    const minio = mappingAt(services, 'minio');
+    expect(minio.profiles).toEqual(['s3']);
+    const mount = volumeMounts(minio).find(({ target }) => target === '/data');
+    expect(mount && isNamedVolume(mount.source), 'a named volume at /data').toBe(true);
+    expect(Object.keys(topLevelVolumes)).toContain(mount!.source);
+    const setup = mappingAt(services, 'minio-setup');
+    expect(setup.profiles).toEqual(['s3']);
+    expect(mappingAt(mappingAt(setup, 'depends_on'), 'minio').condition).toBe('service_healthy');
+    expect(JSON.stringify(setup.entrypoint ?? setup.command)).toContain('mc mb');
+  });
+
   it('starts redis only with the scale profile', () => {
     const redis = mappingAt(services, 'redis');
     expect(redis.profiles).toEqual(['scale']);
