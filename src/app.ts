@@ -25,6 +25,12 @@ import { createLogger, safeLogger } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { Poller } from './poller/poller.js';
 import { type DrainOptions, drain, type ShutdownReport } from './shutdown.js';
+import { ResultCopier } from './storage/copier.js';
+import { LocalResultStore } from './storage/local-store.js';
+import { createMediaRoute } from './storage/media-route.js';
+import { openResultStore } from './storage/open-store.js';
+import { StoredResultRepository } from './storage/repository.js';
+import { ResultLinks } from './storage/result-links.js';
 import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
@@ -140,7 +146,31 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       metrics,
     });
     cleanup.push(() => kie.close());
-    const repository = new TaskRepository(database.db);
+    const resultStore = await openResultStore(config, () => publicUrl);
+    if (resultStore) cleanup.push(() => resultStore.close());
+    const repository = new TaskRepository(database.db, { copyResults: resultStore !== undefined });
+    const storedResults = new StoredResultRepository(database.db);
+    const resultLinks = new ResultLinks({
+      store: resultStore,
+      kie,
+      logger,
+      metrics,
+      urlTtlS: config.storage.urlTtlS,
+      kieUrlFreshS: config.storage.kieUrlFreshS,
+    });
+    const copier = resultStore
+      ? new ResultCopier({
+          repository: storedResults,
+          store: resultStore,
+          kie,
+          logger,
+          metrics,
+          settings: config.storage,
+          intervalMs: config.storage.copyIntervalMs,
+          leaseMs: config.poller.leaseMs,
+          tickTimeoutMs: config.poller.tickTimeoutMs,
+        })
+      : undefined;
     const submitLeaseMs = config.poller.leaseMs;
     const service = new TaskService({
       repository,
@@ -201,7 +231,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
     const yoga = createGatewayYoga({
-      services: { tasks: service, repository, updates },
+      services: { tasks: service, repository, updates, storedResults, resultLinks },
       verifier,
       callbacks: {
         service,
@@ -254,9 +284,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       maxBufferedBytes,
     });
     const securityHeaders = createSecurityHeaders({ https: config.edge.https });
+    // The folder's copies are served by node's own request and response: `send` streams the file with ranges.
+    const media = resultStore instanceof LocalResultStore ? createMediaRoute(resultStore) : undefined;
     server.on('request', (req, res) => {
       securityHeaders(req, res);
       if (!hasRoutableTarget(req)) return refuseUnroutable(res);
+      if (media?.handles(req)) return media.serve(req, res);
       return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
     });
     cleanup.push(() => sse.close());
@@ -276,6 +309,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
     poller.start();
     cleanup.push(() => poller.stop());
+    if (copier) {
+      service.onSettled((task) => {
+        if (task.state === 'SUCCEEDED') copier.wake();
+      });
+    }
+    copier?.start();
+    if (copier) cleanup.push(() => copier.stop());
 
     let stopping: Promise<ShutdownReport> | undefined;
     const stop = (drainOptions: Partial<DrainOptions> = {}) => {
@@ -291,9 +331,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
           closeSockets: () => sockets.close(),
           pingDatabase: () => database.ping(),
           release: [
+            ...(copier ? [{ name: 'result copier', run: () => copier.stop() }] : []),
             { name: 'stream deadlines', run: () => streamLimits.clock.stop() },
             { name: 'watched tasks', run: () => watched.stop() },
             { name: 'kie client', run: () => kie.close() },
+            ...(resultStore ? [{ name: 'result store', run: () => resultStore.close() }] : []),
             ...(simulator ? [{ name: 'simulator', run: () => simulator.close() }] : []),
             { name: 'event bus', run: () => bus.close() },
             ...(options.database ? [] : [{ name: 'database', run: () => database.close() }]),

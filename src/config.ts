@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { z } from 'zod';
 import type { DatabaseDeadlines } from './db/connection.js';
 
@@ -323,6 +324,76 @@ export const envSchema = z.object({
     intFrom(1).default(200),
     'tasks one user may create in any hour; past it `QUOTA_EXCEEDED`',
   ),
+  RESULT_STORAGE: documented(
+    z.enum(['local', 's3', 'none'], { error: 'must be local, s3 or none' }).optional(),
+    'where result videos are copied (see [Durable results](#durable-results)): `local`, `s3` or `none`',
+    { defaultText: '`s3` with `S3_BUCKET`, else `local`', example: 'local' },
+  ),
+  RESULT_STORAGE_DIR: documented(z.string().min(1).optional(), 'the folder of local copies', {
+    defaultText: 'unset: `$DATA_DIR/results`',
+    example: '/var/lib/avatar-gateway/results',
+  }),
+  RESULT_URL_SIGNING_KEY: documented(
+    z.string().min(32, 'must be at least 32 characters').optional(),
+    "HMAC key (32+ characters) of the local copies' signed URLs; give every instance the same",
+    { defaultText: 'unset: a random key kept in `DATA_DIR`' },
+  ),
+  RESULT_URL_TTL_S: documented(
+    intFrom(1).pipe(z.number().max(604_800, 'must be at most 604800 (S3 allows 7 days)')).default(3_600),
+    'lifetime of a signed (local) or presigned (S3) result URL; at most 7 days',
+  ),
+  RESULT_RETENTION_S: documented(
+    intFrom(1).default(30 * 86_400),
+    'a copy is deleted this long after it was stored; the task then lists no video',
+  ),
+  RESULT_MAX_BYTES: documented(
+    intFrom(1).default(500 * 1024 * 1024),
+    'a result larger than this is not copied',
+  ),
+  RESULT_COPY_TIMEOUT_MS: documented(
+    intFrom(1).default(300_000),
+    'deadline of one copy attempt (download and upload)',
+  ),
+  RESULT_COPY_ATTEMPTS: documented(intFrom(1).default(20), 'attempts before a copy is given up'),
+  RESULT_COPY_RETRY_MS: documented(
+    intFrom(1).default(5_000),
+    'first backoff between copy attempts; it doubles (jittered) up to `RESULT_COPY_RETRY_MAX_MS`',
+  ),
+  RESULT_COPY_RETRY_MAX_MS: documented(
+    intFrom(1).default(1_800_000),
+    'longest backoff between copy attempts',
+  ),
+  RESULT_COPY_CONCURRENCY: documented(intFrom(1).default(2), 'copies one instance runs at once'),
+  RESULT_COPY_INTERVAL_MS: documented(
+    intFrom(10).default(5_000),
+    "how often an instance looks for due copies (retries, another instance's); its own SUCCEEDED tasks start at once",
+  ),
+  KIE_RESULT_URL_FRESH_S: documented(
+    intFrom(0).default(3_600),
+    "while no copy exists, kie's own result URL is given for this long after `SUCCEEDED`, then a fresh link from kie's download-url",
+  ),
+  S3_BUCKET: documented(
+    z.string().min(3, 'must be a bucket name').optional(),
+    'an S3-compatible bucket for the copies (the gateway does not create it)',
+    { example: 'avatar-results' },
+  ),
+  S3_REGION: documented(z.string().min(1).default('us-east-1'), "the bucket's region"),
+  S3_ENDPOINT: documented(url.optional(), 'endpoint of a non-AWS server (MinIO, R2...)', {
+    example: 'http://minio:9000',
+  }),
+  S3_PUBLIC_ENDPOINT: documented(
+    url.optional(),
+    'the endpoint presigned URLs name, when players reach the bucket by another address than the gateway',
+    { defaultText: 'unset: `S3_ENDPOINT`', example: 'http://localhost:9000' },
+  ),
+  S3_FORCE_PATH_STYLE: documented(flag.default(false), 'path-style bucket addressing (MinIO needs it)'),
+  S3_ACCESS_KEY_ID: documented(z.string().min(1).optional(), "the bucket's access key", {
+    defaultText: "unset: the AWS SDK's default chain",
+  }),
+  S3_SECRET_ACCESS_KEY: documented(z.string().min(1).optional(), "the bucket's secret key", {
+    defaultText: "unset: the AWS SDK's default chain",
+  }),
+  S3_PREFIX: documented(z.string().default('results/'), 'key prefix of the copies in the bucket'),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -412,6 +483,44 @@ export interface Config {
   webSocket: WebSocketLimits;
   /** What one user may have; past either cap createAvatarTask answers QUOTA_EXCEEDED. */
   quotas: { maxActiveTasksPerUser: number; maxCreatesPerUserPerHour: number };
+  /** The gateway's own copies of result videos (README, "Durable results"). */
+  storage: StorageConfig;
+}
+
+export interface StorageConfig {
+  backend: { kind: 'local'; directory: string } | ({ kind: 's3' } & S3Settings) | { kind: 'none' };
+  /** HMAC key of the local folder's signed URLs; undefined: a random one kept in DATA_DIR. */
+  signingKey: string | undefined;
+  /** Lifetime of a signed (local) or presigned (S3) result URL. */
+  urlTtlS: number;
+  /** A copy is deleted this long after it was stored. */
+  retentionS: number;
+  /** A result larger than this is not copied. */
+  maxBytes: number;
+  /** One copy attempt (download and upload) that takes longer is abandoned and retried. */
+  copyTimeoutMs: number;
+  copyAttempts: number;
+  /** Backoff between attempts: doubles from `retryMs`, at most `retryMaxMs`. */
+  retryMs: number;
+  retryMaxMs: number;
+  /** Copies one instance runs at once. */
+  concurrency: number;
+  /** How often an instance looks for due copies besides those of its own SUCCEEDED tasks (retries, takeovers). */
+  copyIntervalMs: number;
+  /** kie's own result URL is handed out as it is for this long after SUCCEEDED; later it is refreshed. */
+  kieUrlFreshS: number;
+}
+
+export interface S3Settings {
+  bucket: string;
+  region: string;
+  endpoint: string | undefined;
+  /** The endpoint presigned URLs name, when players reach the bucket by another address than the gateway. */
+  publicEndpoint: string | undefined;
+  forcePathStyle: boolean;
+  /** Unset: the SDK's default credential chain (environment, profile, instance role). */
+  credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  prefix: string;
 }
 
 export interface QueryLimits {
@@ -489,6 +598,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     : e.AUTH_JWKS_URL
       ? { mode: 'jwks', jwksUrl: e.AUTH_JWKS_URL, ...claims }
       : { mode: 'development' };
+
+  const storageKind = e.RESULT_STORAGE ?? (e.S3_BUCKET ? 's3' : 'local');
+  const backend: StorageConfig['backend'] =
+    storageKind === 's3'
+      ? {
+          kind: 's3',
+          bucket: e.S3_BUCKET ?? '',
+          region: e.S3_REGION,
+          endpoint: e.S3_ENDPOINT,
+          publicEndpoint: e.S3_PUBLIC_ENDPOINT,
+          forcePathStyle: e.S3_FORCE_PATH_STYLE,
+          credentials:
+            e.S3_ACCESS_KEY_ID && e.S3_SECRET_ACCESS_KEY
+              ? { accessKeyId: e.S3_ACCESS_KEY_ID, secretAccessKey: e.S3_SECRET_ACCESS_KEY }
+              : undefined,
+          prefix: e.S3_PREFIX,
+        }
+      : storageKind === 'local'
+        ? { kind: 'local', directory: e.RESULT_STORAGE_DIR ?? path.join(e.DATA_DIR, 'results') }
+        : { kind: 'none' };
 
   return {
     warnings: productionWarnings(e),
@@ -580,6 +709,20 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxActiveTasksPerUser: e.MAX_ACTIVE_TASKS_PER_USER,
       maxCreatesPerUserPerHour: e.MAX_CREATES_PER_USER_PER_HOUR,
     },
+    storage: {
+      backend,
+      signingKey: e.RESULT_URL_SIGNING_KEY,
+      urlTtlS: e.RESULT_URL_TTL_S,
+      retentionS: e.RESULT_RETENTION_S,
+      maxBytes: e.RESULT_MAX_BYTES,
+      copyTimeoutMs: e.RESULT_COPY_TIMEOUT_MS,
+      copyAttempts: e.RESULT_COPY_ATTEMPTS,
+      retryMs: e.RESULT_COPY_RETRY_MS,
+      retryMaxMs: Math.max(e.RESULT_COPY_RETRY_MAX_MS, e.RESULT_COPY_RETRY_MS),
+      concurrency: e.RESULT_COPY_CONCURRENCY,
+      copyIntervalMs: e.RESULT_COPY_INTERVAL_MS,
+      kieUrlFreshS: e.KIE_RESULT_URL_FRESH_S,
+    },
   };
 }
 
@@ -603,6 +746,10 @@ function crossVariableProblems(e: Partial<ParsedEnv>, present: Record<string, st
   }
   if (present.AUTH_JWT_SECRET && present.AUTH_JWKS_URL) {
     problems.push('set AUTH_JWT_SECRET or AUTH_JWKS_URL, not both');
+  }
+  if (e.RESULT_STORAGE === 's3' && !present.S3_BUCKET) problems.push('RESULT_STORAGE=s3 needs S3_BUCKET');
+  if (Boolean(present.S3_ACCESS_KEY_ID) !== Boolean(present.S3_SECRET_ACCESS_KEY)) {
+    problems.push('set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither');
   }
   if (e.NODE_ENV === 'production') {
     if (!present.AUTH_JWT_SECRET && !present.AUTH_JWKS_URL) {

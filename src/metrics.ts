@@ -31,6 +31,18 @@ export function createMetrics() {
       labelNames: ['state', 'source'] as const,
       registers: [registry],
     }),
+    resultCopies: new Counter({
+      name: 'avatar_gateway_result_copies_total',
+      help: 'Result videos copied into storage, by outcome (stored, retry, failed, removed after retention)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    resultLinkRefreshes: new Counter({
+      name: 'avatar_gateway_result_link_refreshes_total',
+      help: 'kie result links refreshed through download-url while no copy exists, by outcome (ok, failed)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     createsPaused: new Gauge({
       name: 'avatar_gateway_kie_creates_paused',
       help: '1 while this instance sends no creates because kie answered 402 (out of credits), else 0',

@@ -1,9 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config.js';
+import { loadDataDirSecret } from '../data-dir-secret.js';
 
 export interface Viewer {
   /** The token's `sub`. */
@@ -127,16 +125,6 @@ async function verifyWith(
  * Development mode signs tokens with a random secret kept in DATA_DIR, so tokens printed by `npm start`
  * and `npm run -s token` keep working across restarts of the same checkout.
  */
-export async function loadDevelopmentSecret(dataDir: string): Promise<Uint8Array> {
-  const file = path.resolve(dataDir, 'dev-jwt-secret');
-  try {
-    const existing = (await readFile(file, 'utf8')).trim();
-    if (existing.length >= 43) return new TextEncoder().encode(existing);
-  } catch {
-    // First start: create it below.
-  }
-  await mkdir(path.dirname(file), { recursive: true });
-  const secret = randomBytes(32).toString('base64url');
-  await writeFile(file, `${secret}\n`, { mode: 0o600, flag: 'w' });
-  return new TextEncoder().encode(secret);
+export function loadDevelopmentSecret(dataDir: string): Promise<Uint8Array> {
+  return loadDataDirSecret(dataDir, 'dev-jwt-secret');
 }

@@ -1,8 +1,10 @@
 import DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { Viewer } from '../auth/tokens.js';
-import type { AvatarTaskEventRow } from '../db/schema.js';
+import type { AvatarTaskEventRow, AvatarTaskRow } from '../db/schema.js';
 import { readAgainIfUnavailable } from '../db/unavailable.js';
+import type { StoredResultRepository } from '../storage/repository.js';
+import type { ResultLinks } from '../storage/result-links.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
 import type { TaskUpdates } from '../tasks/updates.js';
@@ -11,6 +13,8 @@ export interface GatewayServices {
   tasks: TaskService;
   repository: TaskRepository;
   updates: TaskUpdates;
+  storedResults: StoredResultRepository;
+  resultLinks: ResultLinks;
 }
 
 export interface GraphQLContext extends GatewayServices {
@@ -18,10 +22,17 @@ export interface GraphQLContext extends GatewayServices {
   viewer: Viewer | null;
   /** Batches `AvatarTask.events` over a page of tasks; uncached, so a subscription sees fresh history. */
   eventsByTask: Pick<DataLoader<string, AvatarTaskEventRow[]>, 'load'>;
+  /** A task's result URLs (resultUrls and videoUrl ask once between them), batched over a page of tasks. */
+  resultUrls: Pick<ResultUrlsLoader, 'load'>;
 }
 
 export function createContext(services: GatewayServices, viewer: Viewer | null): GraphQLContext {
-  return { ...services, viewer, eventsByTask: new EventsLoader(services.repository) };
+  return {
+    ...services,
+    viewer,
+    eventsByTask: new EventsLoader(services.repository),
+    resultUrls: new ResultUrlsLoader(services.storedResults, services.resultLinks),
+  };
 }
 
 /**
@@ -44,6 +55,43 @@ class EventsLoader {
       { cache: false },
     );
     return this.loader.load(taskId);
+  }
+}
+
+/**
+ * Reads the stored copies of a page of SUCCEEDED tasks in one query and turns them into URLs. A task's URLs
+ * are shared by the fields that ask in one go, then forgotten: a subscription's context lives on, and the
+ * next update of the task must see its copy once stored.
+ */
+class ResultUrlsLoader {
+  private loader: DataLoader<AvatarTaskRow, string[], string> | undefined;
+
+  constructor(
+    private readonly storedResults: StoredResultRepository,
+    private readonly links: ResultLinks,
+  ) {}
+
+  load(task: AvatarTaskRow): Promise<string[]> {
+    if (task.state !== 'SUCCEEDED' || task.resultUrls.length === 0) return Promise.resolve([]);
+    this.loader ??= new DataLoader(
+      async (tasks) => {
+        const rows = await readAgainIfUnavailable(() =>
+          this.storedResults.listForTasks(tasks.map((each) => each.id)),
+        );
+        return Promise.all(
+          tasks.map((each) =>
+            this.links.urlsFor(
+              each,
+              rows.filter((row) => row.taskId === each.id),
+            ),
+          ),
+        );
+      },
+      { cacheKeyFn: (each) => `${each.id}:${each.version}` },
+    );
+    const urls = this.loader.load(task);
+    void urls.finally(() => this.loader?.clear(task)).catch(() => {});
+    return urls;
   }
 }
 

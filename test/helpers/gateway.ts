@@ -100,6 +100,10 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
   };
 }
 
+/** A video URL the API may give for a SUCCEEDED task: kie's (the simulator's), or the gateway's own copy. */
+export const VIDEO_URL =
+  /\/results\/task_kling_.+\.mp4$|\/media\/[0-9a-f-]{36}\/\d+\.mp4\?expires=\d+&signature=/;
+
 export const TASK_FIELDS = `id state model imageUrl audioUrl prompt upstreamTaskId resultUrls videoUrl version creditsCharged
   failure { code message } createdAt updatedAt completedAt events { state source version at message }`;
 

@@ -10,6 +10,7 @@ import {
   startTestGateway,
   type TaskView,
   type TestGateway,
+  VIDEO_URL,
   waitForState,
 } from '../helpers/gateway.js';
 
@@ -125,7 +126,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       const created = await createTaskOk(gateway);
 
       const task = await waitForState(gateway, created.id, 'SUCCEEDED');
-      expect(task.videoUrl).toMatch(/\/results\/task_kling_.+\.mp4$/);
+      expect(task.videoUrl).toMatch(VIDEO_URL);
       expect(task.events.at(-1)).toMatchObject({ state: 'SUCCEEDED', source: 'POLLER' });
       expect(task.events.map((event) => event.source)).not.toContain('CALLBACK');
       expectConsecutiveVersions(task);

@@ -10,6 +10,7 @@ import {
   sampleInput,
   startTestGateway,
   type TaskView,
+  VIDEO_URL,
   waitForState,
 } from '../helpers/gateway.js';
 
@@ -65,7 +66,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
 
     const second = await gateway(kie.url, { POLL_MIN_DELAY_MS: '800' });
     const task = await waitForState(second, created.id, 'SUCCEEDED');
-    expect(task.videoUrl).toMatch(/\/results\/task_kling_.+\.mp4$/);
+    expect(task.videoUrl).toMatch(VIDEO_URL);
     expect(sources(task)).toEqual([
       ['PENDING', 'MUTATION'],
       ['WAITING', 'MUTATION'],

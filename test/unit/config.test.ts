@@ -431,3 +431,88 @@ describe('the production edge', () => {
     );
   });
 });
+
+describe('result storage', () => {
+  it('copies results into DATA_DIR/results by default, with its limits', () => {
+    expect(loadConfig({ DATA_DIR: '/srv/data' }).storage).toEqual({
+      backend: { kind: 'local', directory: '/srv/data/results' },
+      signingKey: undefined,
+      urlTtlS: 3_600,
+      retentionS: 30 * 86_400,
+      maxBytes: 500 * 1024 * 1024,
+      copyTimeoutMs: 300_000,
+      copyAttempts: 20,
+      retryMs: 5_000,
+      retryMaxMs: 1_800_000,
+      concurrency: 2,
+      copyIntervalMs: 5_000,
+      kieUrlFreshS: 3_600,
+    });
+  });
+
+  it('reads every storage variable', () => {
+    const storage = loadConfig({
+      RESULT_STORAGE_DIR: '/mnt/videos',
+      RESULT_URL_SIGNING_KEY: SECRET,
+      RESULT_URL_TTL_S: '600',
+      RESULT_RETENTION_S: '86400',
+      RESULT_MAX_BYTES: '1000',
+      RESULT_COPY_TIMEOUT_MS: '1000',
+      RESULT_COPY_ATTEMPTS: '3',
+      RESULT_COPY_RETRY_MS: '100',
+      RESULT_COPY_RETRY_MAX_MS: '1000',
+      RESULT_COPY_CONCURRENCY: '4',
+      RESULT_COPY_INTERVAL_MS: '100',
+      KIE_RESULT_URL_FRESH_S: '0',
+    }).storage;
+    expect(storage).toMatchObject({
+      backend: { kind: 'local', directory: '/mnt/videos' },
+      signingKey: SECRET,
+      urlTtlS: 600,
+      retentionS: 86_400,
+      maxBytes: 1000,
+      copyTimeoutMs: 1000,
+      copyAttempts: 3,
+      retryMs: 100,
+      retryMaxMs: 1000,
+      concurrency: 4,
+      copyIntervalMs: 100,
+      kieUrlFreshS: 0,
+    });
+    expect(loadConfig({ RESULT_STORAGE: 'none' }).storage.backend).toEqual({ kind: 'none' });
+  });
+
+  it('uses S3 when a bucket is named', () => {
+    expect(
+      loadConfig({
+        S3_BUCKET: 'videos',
+        S3_REGION: 'eu-west-1',
+        S3_ENDPOINT: 'http://minio:9000',
+        S3_PUBLIC_ENDPOINT: 'http://localhost:9000',
+        S3_FORCE_PATH_STYLE: 'true',
+        S3_ACCESS_KEY_ID: 'key',
+        S3_SECRET_ACCESS_KEY: 'secret',
+        S3_PREFIX: 'avatars/',
+      }).storage.backend,
+    ).toEqual({
+      kind: 's3',
+      bucket: 'videos',
+      region: 'eu-west-1',
+      endpoint: 'http://minio:9000',
+      publicEndpoint: 'http://localhost:9000',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'key', secretAccessKey: 'secret' },
+      prefix: 'avatars/',
+    });
+  });
+
+  it('refuses storage settings that cannot work, naming the variable', () => {
+    expect(configError({ RESULT_STORAGE: 's3' }).message).toContain('S3_BUCKET');
+    expect(configError({ S3_BUCKET: 'videos', S3_ACCESS_KEY_ID: 'key' }).message).toContain(
+      'S3_SECRET_ACCESS_KEY',
+    );
+    expect(configError({ RESULT_STORAGE: 'disk' }).message).toContain('RESULT_STORAGE');
+    expect(configError({ RESULT_URL_TTL_S: '700000' }).message).toContain('RESULT_URL_TTL_S');
+    expect(configError({ RESULT_URL_SIGNING_KEY: 'short' }).message).toContain('RESULT_URL_SIGNING_KEY');
+  });
+});

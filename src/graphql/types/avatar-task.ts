@@ -120,15 +120,17 @@ builder.node(AvatarTask, {
       nullable: true,
       description: "kie.ai's task id, once kie.ai has acknowledged the task.",
     }),
-    resultUrls: t.exposeStringList('resultUrls', {
-      description: "The generated videos; empty until SUCCEEDED. kie.ai's URLs expire after about 24 hours.",
+    resultUrls: t.stringList({
+      description:
+        "The generated videos; empty until SUCCEEDED. Once the gateway has its copy, signed URLs to it, valid RESULT_URL_TTL_S (read the task again for fresh ones); until then kie.ai's link, refreshed when old. Empty again once the copy's retention ended.",
       extensions: costOfValue(1_000),
+      resolve: (task, _args, context) => context.resultUrls.load(task),
     }),
     videoUrl: t.string({
       nullable: true,
-      description: 'The first result URL, for convenience.',
+      description: 'The first of resultUrls, for convenience.',
       extensions: costOfValue(300),
-      resolve: (task) => task.resultUrls[0] ?? null,
+      resolve: async (task, _args, context) => (await context.resultUrls.load(task))[0] ?? null,
     }),
     failure: t.field({
       type: AvatarTaskFailure,
