@@ -36,6 +36,7 @@ import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
 import { WatchedTasks } from './tasks/watched-tasks.js';
 import { CreditBreaker } from './upstream/credit-breaker.js';
+import { KieBalance } from './upstream/kie-balance.js';
 import { KieClient } from './upstream/kie-client.js';
 import { SlidingWindowLimiter } from './upstream/rate-limiter.js';
 import { createKieSimulator, type KieSimulator } from './upstream/simulator.js';
@@ -172,13 +173,22 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         })
       : undefined;
     const submitLeaseMs = config.poller.leaseMs;
+    const creditBreaker = new CreditBreaker(config.kie.creditsCooldownMs, logger, (paused) =>
+      metrics.createsPaused.set(paused ? 1 : 0),
+    );
+    const kieBalance = new KieBalance({
+      kie,
+      ttlMs: config.kie.creditsCacheMs,
+      timeoutMs: config.kie.requestTimeoutMs,
+      lowCreditsThreshold: config.kie.lowCreditsThreshold,
+      logger,
+      metrics,
+    });
     const service = new TaskService({
       repository,
       bus,
       kie,
-      creditBreaker: new CreditBreaker(config.kie.creditsCooldownMs, logger, (paused) =>
-        metrics.createsPaused.set(paused ? 1 : 0),
-      ),
+      creditBreaker,
       createWindow: { maxCreates: config.kie.maxCreatesPer10s, windowMs: 10_000 },
       quota: {
         maxActiveTasks: config.quotas.maxActiveTasksPerUser,
@@ -231,7 +241,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
     const yoga = createGatewayYoga({
-      services: { tasks: service, repository, updates, storedResults, resultLinks },
+      services: {
+        tasks: service,
+        repository,
+        updates,
+        storedResults,
+        resultLinks,
+        kieAccount: { balance: kieBalance, creditBreaker },
+      },
       verifier,
       callbacks: {
         service,
@@ -316,6 +333,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     }
     copier?.start();
     if (copier) cleanup.push(() => copier.stop());
+    kieBalance.start();
+    cleanup.push(() => kieBalance.stop());
 
     let stopping: Promise<ShutdownReport> | undefined;
     const stop = (drainOptions: Partial<DrainOptions> = {}) => {
@@ -334,6 +353,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
             ...(copier ? [{ name: 'result copier', run: () => copier.stop() }] : []),
             { name: 'stream deadlines', run: () => streamLimits.clock.stop() },
             { name: 'watched tasks', run: () => watched.stop() },
+            { name: 'kie balance', run: () => kieBalance.stop() },
             { name: 'kie client', run: () => kie.close() },
             ...(resultStore ? [{ name: 'result store', run: () => resultStore.close() }] : []),
             ...(simulator ? [{ name: 'simulator', run: () => simulator.close() }] : []),

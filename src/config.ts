@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import type { TokenPolicy } from './auth/tokens.js';
 import type { DatabaseDeadlines } from './db/connection.js';
 
 /**
@@ -122,6 +123,14 @@ export const envSchema = z.object({
   AUTH_JWT_AUDIENCE: documented(z.string().min(1).optional(), 'the `aud` claim tokens must carry', {
     example: 'avatar-gateway',
   }),
+  AUTH_OPERATOR_CLAIM: documented(
+    z.string().min(1).default('roles'),
+    'the token claim that lists a user’s roles (a string, a space-separated string or an array)',
+  ),
+  AUTH_OPERATOR_ROLE: documented(
+    z.string().min(1).default('operator'),
+    'the role in `AUTH_OPERATOR_CLAIM` that may read operator-only fields (`kieAccount`)',
+  ),
   AUTH_MAX_TOKEN_LIFETIME_S: documented(
     intFrom(1).optional(),
     'a token whose lifetime (`exp` - `iat`, or `exp` - now) is longer is refused',
@@ -169,6 +178,14 @@ export const envSchema = z.object({
   KIE_MAX_QUERIES_PER_S: documented(
     intFrom(1).default(10),
     "the gateway's own limit on task queries sent to kie, per instance",
+  ),
+  KIE_CREDITS_CACHE_MS: documented(
+    intFrom(1).default(60_000),
+    'how long kie’s credit balance is cached, and how often it is read for the balance gauge and the low-credits warning',
+  ),
+  KIE_LOW_CREDITS_THRESHOLD: documented(
+    intFrom(0).default(1_000),
+    'a balance below this many credits is logged as a warning (once each time it falls below)',
   ),
   KIE_CREDITS_COOLDOWN_MS: documented(
     intFrom(1).default(30_000),
@@ -425,13 +442,17 @@ export interface Config {
     maxQueriesPerSecond: number;
     /** After kie's 402, how long creates are refused without calling kie before one is tried again. */
     creditsCooldownMs: number;
+    /** How long the account's balance is kept, and how often it is read. */
+    creditsCacheMs: number;
+    /** A balance below this is logged as a warning. */
+    lowCreditsThreshold: number;
   };
   auth:
     | { mode: 'development' }
     | { mode: 'secret'; secret: string; issuer?: string; audience?: string }
     | { mode: 'jwks'; jwksUrl: string; issuer?: string; audience?: string };
   /** What a token must be beyond a valid signature. */
-  tokenPolicy: { maxLifetimeS: number };
+  tokenPolicy: TokenPolicy;
   poller: {
     intervalMs: number;
     minDelayMs: number;
@@ -640,11 +661,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxCreatesPer10s: e.KIE_MAX_CREATES_PER_10S,
       maxQueriesPerSecond: e.KIE_MAX_QUERIES_PER_S,
       creditsCooldownMs: e.KIE_CREDITS_COOLDOWN_MS,
+      creditsCacheMs: e.KIE_CREDITS_CACHE_MS,
+      lowCreditsThreshold: e.KIE_LOW_CREDITS_THRESHOLD,
     },
     auth,
     tokenPolicy: {
       // Production: a day. Elsewhere long enough for the 30-day tokens development mode signs.
       maxLifetimeS: e.AUTH_MAX_TOKEN_LIFETIME_S ?? (e.NODE_ENV === 'production' ? 86_400 : 31 * 86_400),
+      operatorRole: { claim: e.AUTH_OPERATOR_CLAIM, role: e.AUTH_OPERATOR_ROLE },
     },
     poller: {
       intervalMs: e.POLL_INTERVAL_MS,

@@ -43,6 +43,11 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    kieCreditBalance: new Gauge({
+      name: 'avatar_gateway_kie_credit_balance',
+      help: "kie's account credit balance, as last read (every KIE_CREDITS_CACHE_MS)",
+      registers: [registry],
+    }),
     createsPaused: new Gauge({
       name: 'avatar_gateway_kie_creates_paused',
       help: '1 while this instance sends no creates because kie answered 402 (out of credits), else 0',

@@ -8,6 +8,8 @@ export interface Viewer {
   id: string;
   /** Unix seconds: the token's `exp` (every accepted token has one). */
   expiresAt: number;
+  /** The token carries the operator role (TokenPolicy.operatorRole): operator-only fields answer. */
+  operator: boolean;
 }
 
 export class AuthenticationError extends Error {
@@ -17,7 +19,7 @@ export class AuthenticationError extends Error {
 export interface TokenVerifier {
   verify(token: string): Promise<Viewer>;
   /** Present in development mode only: signs a token for any user id. */
-  signDevelopmentToken?: (userId: string, expiresIn?: string) => Promise<string>;
+  signDevelopmentToken?: (userId: string, expiresIn?: string, roles?: string[]) => Promise<string>;
 }
 
 /** `Authorization: Bearer <token>` → token, or undefined when absent. Any other scheme is an error. */
@@ -31,10 +33,22 @@ export function bearerToken(header: string | null | undefined): string | undefin
 export interface TokenPolicy {
   /** A token whose lifetime (exp - iat, and exp - now) is longer than this is refused. */
   maxLifetimeS: number;
+  /** The claim that lists the user's roles, and the role that makes an operator. */
+  operatorRole: { claim: string; role: string };
 }
 
 /** Thirty-one days: development tokens are signed for thirty. */
-const DEFAULT_POLICY: TokenPolicy = { maxLifetimeS: 31 * 24 * 3600 };
+const DEFAULT_POLICY: TokenPolicy = {
+  maxLifetimeS: 31 * 24 * 3600,
+  operatorRole: { claim: 'roles', role: 'operator' },
+};
+
+/** Whether `payload` lists `role` in `claim`: an array of roles, or a string of them separated by spaces. */
+function hasRole(payload: JWTPayload, { claim, role }: TokenPolicy['operatorRole']): boolean {
+  const value = payload[claim];
+  if (Array.isArray(value)) return value.includes(role);
+  return typeof value === 'string' && value.split(' ').includes(role);
+}
 
 export async function createTokenVerifier(
   auth: Config['auth'],
@@ -52,8 +66,8 @@ export async function createTokenVerifier(
     verify: rememberVerified((token) => verifyWith(token, secret, claims, policy)),
   };
   if (auth.mode === 'development') {
-    verifier.signDevelopmentToken = (userId, expiresIn = '30d') =>
-      new SignJWT({})
+    verifier.signDevelopmentToken = (userId, expiresIn = '30d', roles = []) =>
+      new SignJWT(roles.length > 0 ? { [policy.operatorRole.claim]: roles } : {})
         .setProtectedHeader({ alg: 'HS256' })
         .setSubject(userId)
         .setIssuedAt()
@@ -118,7 +132,7 @@ async function verifyWith(
   if (lifetimeS > policy.maxLifetimeS) {
     throw new AuthenticationError(`Invalid token: its lifetime is over ${policy.maxLifetimeS} s`);
   }
-  return { id: payload.sub, expiresAt };
+  return { id: payload.sub, expiresAt, operator: hasRole(payload, policy.operatorRole) };
 }
 
 /**

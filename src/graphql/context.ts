@@ -8,6 +8,8 @@ import type { ResultLinks } from '../storage/result-links.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
 import type { TaskUpdates } from '../tasks/updates.js';
+import type { CreditBreaker } from '../upstream/credit-breaker.js';
+import type { KieBalance } from '../upstream/kie-balance.js';
 
 export interface GatewayServices {
   tasks: TaskService;
@@ -15,6 +17,8 @@ export interface GatewayServices {
   updates: TaskUpdates;
   storedResults: StoredResultRepository;
   resultLinks: ResultLinks;
+  /** The kie account, for operators: its balance, and whether creates are held back for want of credits. */
+  kieAccount: { balance: KieBalance; creditBreaker: CreditBreaker };
 }
 
 export interface GraphQLContext extends GatewayServices {
@@ -97,6 +101,17 @@ class ResultUrlsLoader {
 
 export function unauthenticated(message = 'Authentication required: send Authorization: Bearer <token>') {
   return new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
+}
+
+/** A user whose token lacks the operator role (AUTH_OPERATOR_CLAIM, AUTH_OPERATOR_ROLE). */
+export function requireOperator(context: GraphQLContext): Viewer {
+  const viewer = requireViewer(context);
+  if (!viewer.operator) {
+    throw new GraphQLError('Operators only: the token does not carry the operator role', {
+      extensions: { code: 'FORBIDDEN', http: { status: 403 } },
+    });
+  }
+  return viewer;
 }
 
 export function requireViewer(context: GraphQLContext): Viewer {

@@ -11,8 +11,12 @@ import type { TestDatabase } from './database.js';
 export const TEST_JWT_SECRET = 'avatar-gateway-test-secret-0123456789-abcdef';
 
 /** A user token as an identity provider would issue it (HS256 with the test secret). */
-export function signToken(userId: string, expiresIn: string | number = '1h'): Promise<string> {
-  return new SignJWT({})
+export function signToken(
+  userId: string,
+  expiresIn: string | number = '1h',
+  claims: Record<string, unknown> = {},
+): Promise<string> {
+  return new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(userId)
     .setIssuedAt()

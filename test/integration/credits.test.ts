@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type SimulatorServer, startSimulatorServer } from '../../src/upstream/simulator.js';
 import { databaseKinds, useTestDatabase } from '../helpers/database.js';
@@ -7,6 +9,7 @@ import {
   createTaskOk,
   metric,
   sampleInput,
+  signToken,
   startTestGateway,
   type TestGateway,
   waitForState,
@@ -20,6 +23,25 @@ async function setKieCredits(kie: SimulatorServer, credits: number): Promise<voi
     body: JSON.stringify({ credits }),
   });
   expect(response.status).toBe(200);
+}
+
+/** `kieAccount` as a user whose token carries `claims`. */
+async function kieAccount(gateway: TestGateway, claims: Record<string, unknown>) {
+  const response = await fetch(gateway.graphqlUrl, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      authorization: `Bearer ${await signToken('ops', '1h', claims)}`,
+    },
+    body: JSON.stringify({ query: 'query { kieAccount { creditBalance checkedAt createsPaused } }' }),
+  });
+  return {
+    status: response.status,
+    body: (await response.json()) as {
+      data?: { kieAccount: { creditBalance: number; checkedAt: string; createsPaused: boolean } } | null;
+      errors?: Array<{ message: string; extensions?: { code?: string } }>;
+    },
+  };
 }
 
 async function historyLength(gateway: TestGateway, user: string): Promise<number> {
@@ -160,6 +182,66 @@ describe.each(databaseKinds())('credits on %s', (kind) => {
       expect(await createTask(gateway, sampleInput(), user)).toMatchObject({ code: 'INSUFFICIENT_CREDITS' });
       expect(kie.simulator.stats.createRequests - before).toBe(2);
       await setKieCredits(kie, 1_000);
+    });
+  });
+
+  describe('the operator-only kieAccount', () => {
+    const ttlMs = 3_000;
+    const warnings: string[] = [];
+    let kie: SimulatorServer;
+    let gateway: TestGateway;
+
+    beforeAll(async () => {
+      kie = await startSimulatorServer({ knobs: { stepMs: 50, credits: 5_000 } });
+      const capture = new Writable({
+        write(chunk, _encoding, done) {
+          const line = JSON.parse(String(chunk)) as { level: number; msg: string };
+          if (line.level === 40) warnings.push(line.msg);
+          done();
+        },
+      });
+      gateway = await startTestGateway({
+        database,
+        kieUrl: kie.url,
+        logger: pino({ level: 'warn' }, capture),
+        env: {
+          AUTH_OPERATOR_CLAIM: 'groups',
+          AUTH_OPERATOR_ROLE: 'billing',
+          KIE_CREDITS_CACHE_MS: String(ttlMs),
+          KIE_LOW_CREDITS_THRESHOLD: '1000',
+        },
+      });
+    });
+    afterAll(async () => {
+      await gateway?.stop();
+      await kie?.close();
+    });
+
+    it("shows kie's balance to operators, cached, and refuses everyone else with FORBIDDEN", async () => {
+      const first = await kieAccount(gateway, { groups: ['billing'] });
+      expect(first.body.data?.kieAccount).toMatchObject({ creditBalance: 5_000, createsPaused: false });
+      const checks = kie.simulator.stats.creditChecks;
+      // Within the cache's life kie is not asked again, however often the balance is read.
+      await setKieCredits(kie, 900);
+      const spaced = await kieAccount(gateway, { groups: 'audit billing' });
+      expect(spaced.body.data?.kieAccount.creditBalance).toBe(5_000);
+      expect(kie.simulator.stats.creditChecks).toBe(checks);
+
+      for (const claims of [{}, { groups: ['audit'] }, { roles: ['billing'] }, { groups: 'billing-admin' }]) {
+        const refused = await kieAccount(gateway, claims);
+        expect(refused.body.data ?? null).toBeNull();
+        expect(refused.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+        expect(refused.body.errors?.[0]?.message).toMatch(/operator/i);
+      }
+
+      // Past the cache's life the new balance shows, on the gauge too, and its fall below the threshold is
+      // logged as a warning, once.
+      await new Promise((resolve) => setTimeout(resolve, ttlMs + 100));
+      const fresh = await kieAccount(gateway, { groups: ['billing'] });
+      expect(fresh.body.data?.kieAccount.creditBalance).toBe(900);
+      expect(await metric(gateway, 'avatar_gateway_kie_credit_balance')).toBe(900);
+      await new Promise((resolve) => setTimeout(resolve, ttlMs + 100));
+      expect(warnings.filter((message) => message.includes('credit balance is low'))).toHaveLength(1);
     });
   });
 });

@@ -26,8 +26,8 @@ describe('token verification', () => {
     const { verify } = await verifier();
     const expiresAt = Math.floor(Date.now() / 1000) + 2;
     const token = await sign('alice', expiresAt);
-    expect(await verify(token)).toEqual({ id: 'alice', expiresAt });
-    expect(await verify(token)).toEqual({ id: 'alice', expiresAt });
+    expect(await verify(token)).toEqual({ id: 'alice', expiresAt, operator: false });
+    expect(await verify(token)).toEqual({ id: 'alice', expiresAt, operator: false });
     await new Promise((resolve) => setTimeout(resolve, expiresAt * 1000 - Date.now() + 50));
     await expect(verify(token)).rejects.toThrow(AuthenticationError);
   });
@@ -42,6 +42,29 @@ describe('token verification', () => {
   });
 });
 
+describe('the operator role', () => {
+  it.each([
+    [{ roles: ['operator'] }, true],
+    [{ roles: 'admin operator' }, true],
+    [{ roles: ['operators'] }, false],
+    [{ roles: 'operator-ish' }, false],
+    [{ role: 'operator' }, false],
+    [{}, false],
+  ])('claims %j make an operator: %s', async (claims, operator) => {
+    const { verify } = await createTokenVerifier(
+      { mode: 'secret', secret: SECRET },
+      await mkdtemp(path.join(tmpdir(), 'avatar-gateway-tokens-')),
+      { maxLifetimeS: 3600, operatorRole: { claim: 'roles', role: 'operator' } },
+    );
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('ops')
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(SECRET));
+    expect((await verify(token)).operator).toBe(operator);
+  });
+});
+
 /** seen 10: a token must say when it ends, and not too far ahead (AUTH_MAX_TOKEN_LIFETIME_S). */
 describe('token lifetime', () => {
   const secret = new TextEncoder().encode(SECRET);
@@ -50,7 +73,7 @@ describe('token lifetime', () => {
     createTokenVerifier(
       { mode: 'secret', secret: SECRET },
       await mkdtemp(path.join(tmpdir(), 'avatar-gateway-tokens-')),
-      { maxLifetimeS },
+      { maxLifetimeS, operatorRole: { claim: 'roles', role: 'operator' } },
     );
 
   it('refuses a token without exp', async () => {
