@@ -35,6 +35,7 @@ import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
 import { TaskUpdates } from './tasks/updates.js';
 import { WatchedTasks } from './tasks/watched-tasks.js';
+import { REQUEST_ID_HEADER, requestIdFrom, withRequestId } from './telemetry/request-context.js';
 import { CreditBreaker } from './upstream/credit-breaker.js';
 import { KieBalance } from './upstream/kie-balance.js';
 import { KieClient } from './upstream/kie-client.js';
@@ -286,7 +287,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       sseReservations: new SseReservations(config.sseReservations, streamLimits.clock),
       limits: config.limits,
     });
-    const gate = createOperationGate(yoga, logger);
+    const gate = createOperationGate(yoga, logger, metrics);
     const { maxRequestBodyBytes, maxUpdateBytes, maxBufferedBytes } = config.limits;
     // SSE on /graphql has a lean transport of its own; everything else is yoga's.
     const sse = createSseTransport({
@@ -304,10 +305,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     // The folder's copies are served by node's own request and response: `send` streams the file with ranges.
     const media = resultStore instanceof LocalResultStore ? createMediaRoute(resultStore) : undefined;
     server.on('request', (req, res) => {
+      const requestId = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
+      res.setHeader(REQUEST_ID_HEADER, requestId);
       securityHeaders(req, res);
       if (!hasRoutableTarget(req)) return refuseUnroutable(res);
-      if (media?.handles(req)) return media.serve(req, res);
-      return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
+      // Everything this request does, logs and errors included, knows its id (request-context.ts).
+      return withRequestId(requestId, () => {
+        if (media?.handles(req)) return media.serve(req, res);
+        return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
+      });
     });
     cleanup.push(() => sse.close());
     const sockets = attachGraphQLWebSocket({

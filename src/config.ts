@@ -207,6 +207,15 @@ export const envSchema = z.object({
     z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
     'JSON logs on stdout: `debug`, `info`, `warn`, `error` (or `silent`)',
   ),
+  OTEL_EXPORTER_OTLP_ENDPOINT: documented(
+    url.optional(),
+    'an OpenTelemetry collector (OTLP/HTTP): traces of every task go there; unset, none are made',
+    { example: 'http://otel-collector:4318' },
+  ),
+  OTEL_SERVICE_NAME: documented(
+    z.string().min(1).default('avatar-gateway'),
+    'the service name on those traces',
+  ),
   MAX_SOCKETS_PER_USER: documented(
     intFrom(1).default(100),
     'open streams per user over every transport together (graphql-ws sockets and SSE streams)',
@@ -480,6 +489,8 @@ export interface Config {
   redisUrl: string | undefined;
   simulatorStepMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** OpenTelemetry traces go to this OTLP/HTTP collector when set; none are made otherwise. */
+  tracing: { otlpEndpoint: string; serviceName: string } | undefined;
   limits: {
     maxSocketsPerUser: number;
     maxSubscriptionsPerSocket: number;
@@ -693,6 +704,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl: e.REDIS_URL,
     simulatorStepMs: e.SIMULATOR_STEP_MS,
     logLevel: e.LOG_LEVEL,
+    tracing: e.OTEL_EXPORTER_OTLP_ENDPOINT
+      ? { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME }
+      : undefined,
     limits: {
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,

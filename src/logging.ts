@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { currentRequestId } from './telemetry/request-context.js';
 
 /**
  * Logs never carry what a log reader must not see: query parameters (user ids, idempotency keys, inputs, the
@@ -62,9 +63,16 @@ export function safeLogger(base: Logger): Logger {
     {
       serializers: { err: serializeError, error: serializeError },
       redact: { paths: REDACTED_PATHS, censor: REDACTED },
-      formatters: { log: (object) => scrubValue(object, 0) as Record<string, unknown> },
+      formatters: { log: withRequestIdField },
     },
   );
+}
+
+/** A log line's fields, scrubbed, with the id of the request it was written for (request-context.ts). */
+function withRequestIdField(object: object): Record<string, unknown> {
+  const fields = scrubValue(object, 0) as Record<string, unknown>;
+  const requestId = currentRequestId();
+  return requestId === undefined ? fields : { requestId, ...fields };
 }
 
 export interface SerializedError {

@@ -18,6 +18,11 @@ try {
   throw error;
 }
 
+// Registered before anything starts, so the first request is traced too.
+const tracing = config.tracing
+  ? (await import('./telemetry/exporter.js')).startTracing(config.tracing)
+  : undefined;
+
 try {
   const app = await startApp(config);
   const lines = [
@@ -65,6 +70,8 @@ try {
       ...report.problems,
       ...(strayErrors > 0 ? [`${strayErrors} unhandled rejection(s)`] : []),
     ];
+    // The last spans out, within what is left of the deadline.
+    await tracing?.shutdown().catch(() => {});
     if (problems.length === 0) console.log(`stopped cleanly in ${report.ms} ms`);
     else console.error(`stopped in ${report.ms} ms, with problems: ${problems.join('; ')}`);
     process.exit(problems.length === 0 ? 0 : 1);

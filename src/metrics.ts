@@ -31,6 +31,19 @@ export function createMetrics() {
       labelNames: ['state', 'source'] as const,
       registers: [registry],
     }),
+    graphqlOperations: new Counter({
+      name: 'avatar_gateway_graphql_operations_total',
+      help: 'GraphQL operations, by transport, operation type, first root field and outcome (ok: no errors)',
+      labelNames: ['transport', 'type', 'field', 'outcome'] as const,
+      registers: [registry],
+    }),
+    graphqlOperationSeconds: new Histogram({
+      name: 'avatar_gateway_graphql_operation_seconds',
+      help: 'Time to answer a query or mutation, or to start a subscription',
+      labelNames: ['transport', 'type', 'field'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
     resultCopies: new Counter({
       name: 'avatar_gateway_result_copies_total',
       help: 'Result videos copied into storage, by outcome (stored, retry, failed, removed after retention)',

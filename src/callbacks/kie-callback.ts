@@ -5,6 +5,7 @@ import type { AvatarTaskRow } from '../db/schema.js';
 import type { Metrics } from '../metrics.js';
 import { UpstreamTaskMismatchError } from '../tasks/errors.js';
 import type { TaskService } from '../tasks/service.js';
+import { inSpan, SpanKind, TASK_ID } from '../telemetry/tracing.js';
 import { KieError } from '../upstream/errors.js';
 import { parseUpstreamRecord, UpstreamRecordError } from '../upstream/record.js';
 import type { SeenSignatures } from './seen-signatures.js';
@@ -35,10 +36,18 @@ const envelopeSchema = z.object({ data: z.unknown() });
  * this task; the optional HMAC proves kie sent it. Nothing is written unless both hold, and the snapshot goes
  * through the same state machine as the poller's, so duplicates and stale callbacks change nothing.
  */
-export async function handleKieCallback(request: Request, pathname: string, options: KieCallbackOptions) {
-  const response = await answer(request, pathname, options);
-  options.metrics.callbacks.inc({ status: String(response.status) });
-  return response;
+export function handleKieCallback(request: Request, pathname: string, options: KieCallbackOptions) {
+  const [taskId = ''] = pathname.slice(CALLBACK_PATH_PREFIX.length).split('/');
+  return inSpan(
+    'kie.callback',
+    { kind: SpanKind.SERVER, attributes: { [TASK_ID]: taskId } },
+    async (span) => {
+      const response = await answer(request, pathname, options);
+      span.setAttribute('http.response.status_code', response.status);
+      options.metrics.callbacks.inc({ status: String(response.status) });
+      return response;
+    },
+  );
 }
 
 async function answer(request: Request, pathname: string, options: KieCallbackOptions): Promise<Response> {

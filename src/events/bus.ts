@@ -8,6 +8,8 @@ export interface TaskSignal {
   taskId: string;
   userId: string;
   version: number;
+  /** The publishing span as a W3C traceparent, when tracing is on: each delivery is traced as its child. */
+  trace?: string;
 }
 
 export interface EventBus {
@@ -22,6 +24,9 @@ export interface EventBus {
   close(): Promise<void>;
 }
 
+/** A W3C traceparent is 55 characters; anything much longer on our channel is not one. */
+const MAX_TRACE_PARENT = 128;
+
 export function parseSignal(payload: string): TaskSignal | null {
   try {
     const value = JSON.parse(payload) as Partial<TaskSignal>;
@@ -30,7 +35,14 @@ export function parseSignal(payload: string): TaskSignal | null {
       typeof value.userId === 'string' &&
       typeof value.version === 'number'
     ) {
-      return { taskId: value.taskId, userId: value.userId, version: value.version };
+      const trace =
+        typeof value.trace === 'string' && value.trace.length <= MAX_TRACE_PARENT ? value.trace : undefined;
+      return {
+        taskId: value.taskId,
+        userId: value.userId,
+        version: value.version,
+        ...(trace ? { trace } : {}),
+      };
     }
   } catch {
     // A foreign or truncated payload on our channel: ignored, subscribers re-read on the next signal anyway.

@@ -4,6 +4,7 @@ import { createHandler } from 'graphql-sse/lib/use/fetch';
 import { type Plugin, processRegularResult } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
+import type { Metrics } from '../metrics.js';
 import { createOperationGate } from './operation-gate.js';
 import { capUpdates } from './output-limits.js';
 import { bodyTooLargeResponse, readFetchBody } from './request-body.js';
@@ -14,6 +15,7 @@ export interface GraphQLSSEOptions {
   /** Single connection mode: the reservations this server minted, each bound to a user. */
   reservations: SseReservations;
   logger: Logger;
+  metrics: Metrics;
   /** A request body over this is refused with 413, as yoga refuses one on /graphql. */
   maxBodyBytes: number;
   /** A subscription update serialised larger than this ends the stream with an error. */
@@ -105,7 +107,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
 
   return {
     onYogaInit({ yoga }) {
-      const gate = createOperationGate(yoga, options.logger);
+      const gate = createOperationGate(yoga, options.logger, options.metrics);
       fetchAPI = yoga.fetchAPI;
       reservations.useProbe(async (token) => {
         const request = new yoga.fetchAPI.Request(`http://localhost${endpoint}`, {
@@ -125,6 +127,7 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
             const admission = gate.admit(params, {
               ...serverContexts.get(request.raw),
               request: request.raw,
+              transport: 'graphql-sse',
             });
             if (!admission.admitted) return refuse(400, admission.errors);
             const { envelope: enveloped, document, operation } = admission;

@@ -1,5 +1,7 @@
 import { type DocumentNode, GraphQLError, getOperationAST, type OperationTypeNode } from 'graphql';
 import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.js';
+import { type OperationDescription, observeOperation, type Transport } from '../telemetry/operations.js';
 import { createErrorMasker } from './error-masking.js';
 import type { GatewayYoga } from './yoga.js';
 
@@ -25,12 +27,30 @@ export type Admission =
  * The envelope is returned for the transport to build the context and execute with, and is not kept: the lean
  * paths subscribe on graphql-js so that an open stream holds no envelope (see sse-transport.ts).
  */
-export function createOperationGate(yoga: Pick<GatewayYoga, 'getEnveloped'>, logger: Logger) {
+export function createOperationGate(
+  yoga: Pick<GatewayYoga, 'getEnveloped'>,
+  logger: Logger,
+  metrics: Pick<Metrics, 'graphqlOperations' | 'graphqlOperationSeconds'>,
+) {
   return {
     mask: createErrorMasker(logger),
 
-    /** `initialContext` is what the context factory reads (the viewer, or the request). */
-    admit(params: OperationParams, initialContext: Record<string, unknown>): Admission {
+    /**
+     * Counts and traces a subscription a transport starts on graphql-js itself (see sse-transport.ts), as
+     * yoga's envelope does for everything it executes (useOperationTelemetry).
+     */
+    observe<T>(operation: OperationDescription, run: () => Promise<T>): Promise<T> {
+      return observeOperation(metrics, operation, run);
+    },
+
+    /**
+     * `initialContext` is what the context factory reads (the viewer, or the request) and the transport's
+     * name, which the operation's metrics and span are labelled with.
+     */
+    admit(
+      params: OperationParams,
+      initialContext: { transport: Transport } & Record<string, unknown>,
+    ): Admission {
       const envelope = yoga.getEnveloped({ ...initialContext, params } as Parameters<
         GatewayYoga['getEnveloped']
       >[0]);

@@ -209,17 +209,22 @@ export function createSseTransport(options: SseTransportOptions) {
     } catch {
       return undefined;
     }
-    const admission = gate.admit(params, { viewer });
+    const admission = gate.admit(params, { viewer, transport: 'sse' });
     if (!admission.admitted || admission.operation !== 'subscription') return undefined;
     const { document } = admission;
     const { schema, contextFactory } = admission.envelope;
-    const result = await graphqlSubscribe({
-      schema,
-      document,
-      contextValue: await contextFactory(),
-      variableValues: params.variables,
-      operationName: params.operationName,
-    });
+    const contextValue = await contextFactory();
+    const result = await gate.observe(
+      { transport: 'sse', document, operationName: params.operationName },
+      async () =>
+        graphqlSubscribe({
+          schema,
+          document,
+          contextValue,
+          variableValues: params.variables,
+          operationName: params.operationName,
+        }),
+    );
     if (!(Symbol.asyncIterator in result)) {
       const unavailable = unavailableError(result);
       return unavailable ? { unavailable } : undefined;

@@ -81,7 +81,10 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     // A subscription the database could not start ends with an `error` message, not a result and `complete`:
     // graphql-ws sends `error` for a stream that throws, and onError below masks it as SERVICE_UNAVAILABLE.
     subscribe: async (args) => {
-      const result = await graphqlSubscribe(args);
+      const result = await gate.observe(
+        { transport: 'graphql-ws', document: args.document, operationName: args.operationName },
+        async () => graphqlSubscribe(args),
+      );
       if (Symbol.asyncIterator in result) return result;
       const unavailable = unavailableError(result);
       return unavailable ? failedStream(unavailable.originalError ?? unavailable) : result;
@@ -132,7 +135,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         ];
       }
       // Only what the context needs: it lives as long as the subscription does.
-      const admission = gate.admit(params, { viewer: ctx.extra.viewer });
+      const admission = gate.admit(params, { viewer: ctx.extra.viewer, transport: 'graphql-ws' });
       if (!admission.admitted) return [...admission.errors];
       const { document, operation } = admission;
       const { schema, execute, contextFactory } = admission.envelope;

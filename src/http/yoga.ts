@@ -16,6 +16,7 @@ import {
 import { schema } from '../graphql/schema.js';
 import { yogaLogger } from '../logging.js';
 import type { Metrics } from '../metrics.js';
+import { useOperationTelemetry } from '../telemetry/operations.js';
 import type { KieSimulator } from '../upstream/simulator.js';
 import type { CorsPolicy } from './cors.js';
 import { useDemoRoutes } from './demo.js';
@@ -25,6 +26,7 @@ import { useGraphiQLPage } from './graphiql-page.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useIntrospectionDisabled } from './introspection.js';
 import { useOperationLimits } from './operation-limits.js';
+import { useRequestIdInErrors } from './request-id.js';
 import { type ReadinessChecks, useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import type { SseReservations } from './sse-reservations.js';
 import { type StreamLimits, useStreamLimits } from './stream-limits.js';
@@ -76,10 +78,13 @@ export function createGatewayYoga(options: YogaOptions) {
       verifier,
       reservations: options.sseReservations,
       logger: options.logger,
+      metrics: options.metrics,
       maxBodyBytes: options.limits.maxRequestBodyBytes,
       maxUpdateBytes: options.limits.maxUpdateBytes,
     }),
     useStreamLimits(options.streamLimits),
+    useOperationTelemetry(options.metrics),
+    useRequestIdInErrors(),
     ...useOperationLimits(options.limits.query),
   ];
   if (!options.edge.introspectionEnabled) plugins.push(...useIntrospectionDisabled());

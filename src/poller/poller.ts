@@ -5,6 +5,7 @@ import { whileLeased } from '../tasks/lease.js';
 import type { TaskRepository } from '../tasks/repository.js';
 import type { TaskService } from '../tasks/service.js';
 import { type AvatarTaskEventSource, nextPollDelayMs } from '../tasks/states.js';
+import { inSpan, TASK_ID } from '../telemetry/tracing.js';
 import { KieError } from '../upstream/errors.js';
 import type { KieClient } from '../upstream/kie-client.js';
 
@@ -197,7 +198,9 @@ export class Poller {
     const { workTimeoutMs, logger } = this.options;
     try {
       await withDeadline(
-        this.work(task),
+        inSpan('poller.check', { attributes: { [TASK_ID]: task.id, 'avatar.task.state': task.state } }, () =>
+          this.work(task),
+        ),
         workTimeoutMs,
         () => new DeadlineExceededError(`working the task took longer than ${workTimeoutMs} ms; given up`),
       );

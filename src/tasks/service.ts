@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { AvatarTaskRow } from '../db/schema.js';
 import type { EventBus } from '../events/bus.js';
 import type { Metrics } from '../metrics.js';
+import { currentTraceParent, inSpan, SpanKind, TASK_ID } from '../telemetry/tracing.js';
 import type { CreditBreaker } from '../upstream/credit-breaker.js';
 import { KieError } from '../upstream/errors.js';
 import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
@@ -235,7 +236,15 @@ export class TaskService {
    * an answer that never came leaves the task `unknown` (kie's callback can still claim it) rather than
    * sending it again.
    */
-  private async send(claimed: AvatarTaskRow, source: AvatarTaskEventSource): Promise<SubmitResult> {
+  private send(claimed: AvatarTaskRow, source: AvatarTaskEventSource): Promise<SubmitResult> {
+    return inSpan(
+      'task.submit',
+      { attributes: { [TASK_ID]: claimed.id, 'avatar.task.source': source } },
+      () => this.sendTraced(claimed, source),
+    );
+  }
+
+  private async sendTraced(claimed: AvatarTaskRow, source: AvatarTaskEventSource): Promise<SubmitResult> {
     const id = claimed.id;
     let upstreamTaskId: string;
     try {
@@ -434,7 +443,25 @@ export class TaskService {
 
   private async publish(task: AvatarTaskRow): Promise<void> {
     try {
-      await this.options.bus.publish({ taskId: task.id, userId: task.userId, version: task.version });
+      await inSpan(
+        'task.publish',
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            [TASK_ID]: task.id,
+            'avatar.task.version': task.version,
+            'avatar.task.state': task.state,
+          },
+        },
+        // The signal carries this span, so each subscriber's delivery, on any instance, is its child.
+        () =>
+          this.options.bus.publish({
+            taskId: task.id,
+            userId: task.userId,
+            version: task.version,
+            trace: currentTraceParent(),
+          }),
+      );
     } catch (error) {
       // The change is committed; subscribers catch up on their next signal or resync.
       this.options.logger.error({ err: error, taskId: task.id }, 'publishing a task change failed');

@@ -1,11 +1,40 @@
 import type { AvatarTaskRow } from '../db/schema.js';
 import type { TaskSignal } from '../events/bus.js';
 import type { SignalDispatcher, SignalWatcher } from '../events/dispatcher.js';
+import { contextFromTraceParent, inSpan, SpanKind, TASK_ID } from '../telemetry/tracing.js';
 import { TaskNotFoundError } from './errors.js';
 import { withPreloadedEvents } from './preloaded-events.js';
 import { PullStream } from './pull-stream.js';
 import type { TaskRepository } from './repository.js';
 import { isTerminal } from './states.js';
+
+/**
+ * A stream's read after a signal, traced as the delivery of the change that signal announced: a child of the
+ * span that published it, on whichever instance that was. Untraced signals (tracing off) cost nothing here.
+ */
+function deliverTraced<T extends { items: AvatarTaskRow[] }>(
+  trace: string | undefined,
+  stream: string,
+  read: () => Promise<T>,
+): Promise<T> {
+  if (trace === undefined) return read();
+  return inSpan(
+    'avatarTaskUpdated.deliver',
+    {
+      kind: SpanKind.CONSUMER,
+      parent: contextFromTraceParent(trace),
+      attributes: { 'avatar.stream': stream },
+    },
+    async (span) => {
+      const result = await read();
+      const [first] = result.items;
+      if (first) span.setAttributes({ [TASK_ID]: first.id, 'avatar.task.version': first.version });
+      span.setAttribute('avatar.delivered', result.items.length);
+      return result;
+    },
+  );
+}
+
 import type { WatchedTasks } from './watched-tasks.js';
 
 /** Allowance for clocks of several instances when a resync re-reads "what changed since we started". */
@@ -89,6 +118,8 @@ export class TaskUpdates {
  */
 class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private sentVersion = 0;
+  /** The trace of the signal the next read answers, while tracing is on (see deliverTraced). */
+  private signalTrace: string | undefined;
   private watching = false;
 
   constructor(
@@ -113,14 +144,23 @@ class TaskStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   }
 
   onSignal(signal: TaskSignal): void {
-    if (signal.userId === this.userId && signal.version > this.sentVersion) this.changed();
+    if (signal.userId === this.userId && signal.version > this.sentVersion) {
+      if (signal.trace) this.signalTrace = signal.trace;
+      this.changed();
+    }
   }
 
   onResync(): void {
     this.changed();
   }
 
-  protected async pull() {
+  protected pull() {
+    const trace = this.signalTrace;
+    this.signalTrace = undefined;
+    return deliverTraced(trace, 'task', () => this.read());
+  }
+
+  private async read() {
     const { repository } = this.dependencies;
     const fresh = await repository.findForUser(this.userId, this.taskId);
     if (!fresh || fresh.version <= this.sentVersion) return { items: [], done: false };
@@ -144,6 +184,8 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
   private readonly sentVersions = new Map<string, number>();
   private readonly changedIds = new Set<string>();
   private readonly startedAt = Date.now();
+  /** The trace of the latest signal the next read answers, while tracing is on (see deliverTraced). */
+  private signalTrace: string | undefined;
   /**
    * First the replay of `since`, later a re-read after signals may have been lost: read a page per pull, so a
    * reader that stops reading holds one page, not every task it asked for.
@@ -163,6 +205,7 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
 
   onSignal(signal: TaskSignal): void {
     if (signal.version > (this.sentVersions.get(signal.taskId) ?? 0)) {
+      if (signal.trace) this.signalTrace = signal.trace;
       this.changedIds.add(signal.taskId);
       this.changed();
     }
@@ -173,7 +216,13 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
     this.changed();
   }
 
-  protected async pull() {
+  protected pull() {
+    const trace = this.signalTrace;
+    this.signalTrace = undefined;
+    return deliverTraced(trace, 'user', () => this.read());
+  }
+
+  private async read() {
     // Read everything first, then move the replay on and mark it sent: a read that fails (the database
     // unavailable) leaves the stream as it was, to be read again, so nothing is marked sent that was never
     // delivered.

@@ -1,7 +1,9 @@
+import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { Metrics } from '../metrics.js';
 import type { UpstreamSnapshot } from '../tasks/states.js';
+import { inSpan, SpanKind } from '../telemetry/tracing.js';
 import { KieError, kindForCode } from './errors.js';
 import type { SlidingWindowLimiter } from './rate-limiter.js';
 import { parseUpstreamRecord } from './record.js';
@@ -138,12 +140,27 @@ export class KieClient {
     return Number(data);
   }
 
-  private async call(
+  private call(
     operation: string,
     method: 'GET' | 'POST',
     path: string,
     body?: unknown,
     timeoutMs: number = this.options.timeoutMs,
+  ): Promise<unknown> {
+    return inSpan(
+      `kie.${operation}`,
+      { kind: SpanKind.CLIENT, attributes: { 'http.request.method': method, 'url.path': path } },
+      (span) => this.callTraced(span, operation, method, path, body, timeoutMs),
+    );
+  }
+
+  private async callTraced(
+    span: Span,
+    operation: string,
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    timeoutMs: number,
   ): Promise<unknown> {
     const started = performance.now();
     let code = 0;
@@ -173,6 +190,7 @@ export class KieClient {
       throw new KieError(kindForCode(code), code, `kie ${code}: ${message}`);
     } finally {
       const seconds = (performance.now() - started) / 1000;
+      span.setAttribute('kie.code', code);
       this.options.metrics.upstreamCalls.inc({ operation, code: String(code) });
       this.options.metrics.upstreamDuration.observe({ operation }, seconds);
       this.options.logger.info(
