@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createTokenVerifier } from './auth/tokens.js';
@@ -110,6 +110,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       connectionsCheckingInterval: Math.min(1_000, config.edge.headersTimeoutMs),
     });
     server.maxConnections = config.edge.maxConnections;
+    // The port is bound before the rest is wired (the simulator and the callback URLs need it): until the
+    // gateway's own handler is in place, a request is told to come back instead of waiting on no one.
+    let serve: RequestListener | undefined;
+    server.on('request', (req, res) => (serve ? serve(req, res) : answerStarting(res)));
     const requests = new RequestTracker(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -304,7 +308,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const securityHeaders = createSecurityHeaders({ https: config.edge.https });
     // The folder's copies are served by node's own request and response: `send` streams the file with ranges.
     const media = resultStore instanceof LocalResultStore ? createMediaRoute(resultStore) : undefined;
-    server.on('request', (req, res) => {
+    serve = (req, res) => {
       const requestId = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
       res.setHeader(REQUEST_ID_HEADER, requestId);
       securityHeaders(req, res);
@@ -314,7 +318,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         if (media?.handles(req)) return media.serve(req, res);
         return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
       });
-    });
+    };
     cleanup.push(() => sse.close());
     const sockets = attachGraphQLWebSocket({
       server,
@@ -388,4 +392,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await undoStart();
     throw error;
   }
+}
+
+/** A request that came before the gateway was wired: 503, try again in a second. */
+function answerStarting(res: ServerResponse): void {
+  res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+  res.end(JSON.stringify({ status: 'starting' }));
 }
