@@ -2,20 +2,26 @@
 #
 # avatar-gateway container image.
 #
-#   docker build -t avatar-gateway .                 # the runtime image
+#   docker build -t avatar-gateway .                        # the runtime image
 #   docker build --target check -t avatar-gateway:check .   # also type-checks the tree
 #
-# The gateway runs TypeScript through tsx at runtime (tsx is a production dependency), so there is no compile
-# step: the runtime image holds the production node_modules plus the sources.
+# The gateway is compiled (`npm run build`, tsc) to dist/ in a build stage; the runtime image holds the
+# production node_modules and dist/, and runs `node dist/main.js`: no TypeScript tooling in production.
+# Node 24, an LTS line, pinned to a release so that a rebuild gets the same runtime.
 
-FROM node:20-bookworm-slim AS base
+FROM node:24.11.1-bookworm-slim AS base
 WORKDIR /app
 ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false
 
-# Every dependency, dev ones included: what the check target needs.
+# Every dependency, dev ones included: what the build and the check target need.
 FROM base AS deps
 COPY package.json package-lock.json ./
 RUN npm ci
+
+FROM deps AS build
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
 
 # Optional target (`--target check`); BuildKit skips it when building the runtime image.
 FROM deps AS check
@@ -30,10 +36,11 @@ RUN npm ci --omit=dev && npm cache clean --force
 FROM base AS runtime
 ENV NODE_ENV=production PORT=4000 HOST=0.0.0.0 DATA_DIR=/data
 COPY --from=prod-deps /app/node_modules ./node_modules
-COPY package.json package-lock.json tsconfig.json ./
-COPY src ./src
+COPY package.json package-lock.json ./
+COPY --from=build /app/dist ./dist
 COPY drizzle ./drizzle
 COPY assets ./assets
+COPY public ./public
 COPY schema ./schema
 # The code stays root-owned and read-only to the process; only DATA_DIR is writable. A named volume mounted on
 # /data for the first time copies this ownership, so the node user can write there.
@@ -42,5 +49,5 @@ USER node
 EXPOSE 4000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 4000) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# node itself is PID 1 (not the tsx CLI, which would fork a child), so SIGTERM reaches main.ts's handler.
-CMD ["node", "--import", "tsx", "src/main.ts"]
+# node itself is PID 1 (not npm, which would not pass SIGTERM on), so SIGTERM reaches main.ts's handler.
+CMD ["node", "dist/main.js"]

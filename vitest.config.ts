@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   resolve: {
@@ -9,6 +9,8 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // test/build checks the compiled dist/: `npm run test:dist` builds it first, then runs only those.
+    exclude: [...configDefaults.exclude, ...(process.env.DIST_SMOKE ? [] : ['test/build/**'])],
     env: { LOG_LEVEL: 'silent' },
     testTimeout: 30_000,
     hookTimeout: 60_000,

@@ -32,12 +32,15 @@ async function freePort(): Promise<number> {
 export interface GatewayProcessOptions {
   /** Unset: the embedded PGlite in a fresh DATA_DIR. */
   databaseUrl?: string;
-  kieUrl: string;
+  /** Unset: the built-in simulator, which production refuses, so NODE_ENV is development then. */
+  kieUrl?: string;
   env?: Record<string, string>;
+  /** `source` runs src/main.ts through tsx; `build` runs the compiled dist/main.js as the image does. */
+  entry?: 'source' | 'build';
 }
 
 /**
- * The gateway as production runs it: `tsx src/main.ts` in its own process, configured only through its
+ * The gateway as production runs it: its own process (src/main.ts, or the compiled dist/main.js), configured only through its
  * environment (NODE_ENV=production, HS256 auth with the test secret, a standalone kie at `kieUrl`), so a test
  * can signal it, kill it, and time its exit. Ready once /readyz answers 200.
  */
@@ -64,18 +67,18 @@ export async function startGatewayProcess(options: GatewayProcessOptions): Promi
 export async function spawnGatewayProcess(options: GatewayProcessOptions): Promise<GatewayProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const entry = options.entry === 'build' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
+  const child = spawn(process.execPath, entry, {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? '',
-      NODE_ENV: 'production',
+      NODE_ENV: options.kieUrl ? 'production' : 'development',
       HOST: '127.0.0.1',
       PORT: String(port),
       PUBLIC_URL: url,
       DATA_DIR: await mkdtemp(path.join(tmpdir(), 'avatar-gateway-process-')),
       ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
-      KIE_API_URL: options.kieUrl,
-      KIE_API_KEY: 'test-kie-key',
+      ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
       AUTH_JWT_SECRET: TEST_JWT_SECRET,
       LOG_LEVEL: 'warn',
       ...options.env,

@@ -239,8 +239,31 @@ describe('Dockerfile', () => {
     expect(healthchecks.at(-1)).toContain('/healthz');
   });
 
-  it('starts the gateway with node itself as PID 1', () => {
-    expect(JSON.parse(argsOf('CMD').at(-1) ?? 'null')).toEqual(['node', '--import', 'tsx', 'src/main.ts']);
+  it('starts the compiled gateway with node itself as PID 1', () => {
+    expect(JSON.parse(argsOf('CMD').at(-1) ?? 'null')).toEqual(['node', 'dist/main.js']);
+  });
+
+  it('runs on a pinned release of a Node LTS line that meets package.json engines', () => {
+    const base = stages[0]?.find((instruction) => instruction.keyword === 'FROM')?.args ?? '';
+    const [, major, minor] = /^node:(\d+)\.(\d+)\.\d+-[a-z]+-slim\b/.exec(base) ?? [];
+    expect(base, 'node:<major>.<minor>.<patch>-<debian>-slim').toMatch(/^node:\d+\.\d+\.\d+-/);
+    expect(['22', '24']).toContain(major);
+    const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+    const [, needMajor, needMinor] = /^>=(\d+)\.(\d+)/.exec(engines) ?? [];
+    expect(Number(major) * 1000 + Number(minor)).toBeGreaterThanOrEqual(
+      Number(needMajor) * 1000 + Number(needMinor),
+    );
+    // Every stage builds on that one base.
+    for (const stage of stages) expect(stage[0]?.args).toMatch(/^(node:|base|deps)\b/);
+  });
+
+  it('compiles in a build stage and ships dist/ without TypeScript tooling', () => {
+    const build = stages.find((stage) => stage[0]?.args.endsWith(' AS build')) ?? [];
+    expect(
+      build.some((instruction) => instruction.keyword === 'RUN' && instruction.args === 'npm run build'),
+    ).toBe(true);
+    expect(argsOf('COPY')).toContain('--from=build /app/dist ./dist');
+    expect(argsOf('COPY').some((args) => /\bsrc\b/.test(args))).toBe(false);
   });
 });
 
