@@ -25,8 +25,9 @@ const deadLinkStatuses = new Set([401, 403, 404, 410]);
 
 /**
  * Streams `url` into `file`, hashing and counting on the way, and stops at `maxBytes` (declared or not).
- * The URL is kie's (from its callback or recordInfo), not a user's: only http(s) is fetched, and no SSRF
- * guard applies yet. TODO: route it through the input URL guard once one exists in src/.
+ * The URL is kie's (from its callback or recordInfo), not a user's: only http(s) is fetched. It does not
+ * go through the input URL guard (inputs/ssrf-guard.ts) yet, which reads whole bodies into memory; a
+ * streaming read there would let it.
  */
 export async function downloadToFile(
   url: string,
