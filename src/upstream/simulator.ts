@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServerAdapter } from '@whatwg-node/server';
 import { z } from 'zod';
+import { creditsPerSecond } from './pricing.js';
 
 export type SimulatedOutcome = 'success' | 'fail';
 export type CallbackMode = 'normal' | 'drop' | 'duplicate' | 'late';
@@ -37,9 +38,16 @@ export interface SimulatorKnobs {
   resultErrors: number[];
   /** A download of a result video waits this long before it is answered. */
   resultDelayMs: number;
+  /**
+   * Like kie, a task downloads its image and audio: one that cannot be fetched (a 404, no such host, no answer
+   * within 5 s) ends `fail`. Off unless set, so placeholder URLs that exist nowhere can stand in a test.
+   */
+  checkInputUrls: boolean;
 }
 
 export interface SimulatorStats {
+  /** Files taken by the upload endpoints. */
+  uploads: number;
   creates: number;
   createRequests: number;
   queries: number;
@@ -74,6 +82,8 @@ export interface KieSimulator {
   taskState(taskId: string): SimulatedState | undefined;
   /** Every task created, in arrival order: what kie's own create limit would count. */
   createdTasks(): SimulatedCreate[];
+  /** Every file uploaded, in arrival order. */
+  uploadedFiles(): SimulatedUpload[];
   /** Stops all timers; pending callbacks are not sent and delayed answers are released. */
   close(): void;
 }
@@ -83,6 +93,14 @@ export interface SimulatedCreate {
   /** When the create arrived (Unix ms). */
   at: number;
   callBackUrl: string | undefined;
+}
+
+export interface SimulatedUpload {
+  /** Where the simulator serves it. */
+  url: string;
+  fileName: string;
+  mimeType: string;
+  bytes: Uint8Array<ArrayBuffer>;
 }
 
 export interface SimulatorServer {
@@ -95,8 +113,7 @@ export interface SimulatorServer {
 const models = ['kling/ai-avatar-pro', 'kling/ai-avatar-standard'] as const;
 type Model = (typeof models)[number];
 
-// What kie charges per output second; the sample video is 2 s long.
-const creditsPerSecond: Record<Model, number> = { 'kling/ai-avatar-pro': 16, 'kling/ai-avatar-standard': 8 };
+// The sample video is 2 s long; it is charged as kie would charge it.
 const sampleSeconds = 2;
 /** Enough for a long benchmark; tests that need the account to run dry set `credits`. */
 const DEFAULT_CREDITS = 100_000_000;
@@ -106,6 +123,11 @@ const duplicateGapMs = 20;
 const defaultDownloadUrlTtlMs = 20 * 60_000;
 // kie's own callback timeout elsewhere; a receiver that hangs must not pin a socket forever.
 const callbackTimeoutMs = 15_000;
+// How long a task's download of one of its inputs may take.
+const inputFetchTimeoutMs = 5_000;
+// What the simulator keeps of uploaded files; the oldest go first (kie deletes them after 3 days).
+const maxStoredUploadBytes = 256 * 1024 * 1024;
+const maxUploadBytes = 100 * 1024 * 1024;
 
 const errorMessages: Record<number, string> = {
   400: 'invalid json',
@@ -150,19 +172,35 @@ interface SimTask {
   createTime: number;
   stepMs: number;
   outcome: SimulatedOutcome;
+  failMsg: string;
+  /** Settles once the task has fetched its inputs: undefined when they exist, else why not. */
+  inputCheck: Promise<string | undefined>;
+  inputsChecked: boolean;
   // Set when the terminal timer fires, so a receiver that queries right after a callback never sees an
   // earlier state because of clock rounding between setTimeout and Date.now().
   ended: boolean;
 }
 
-const sampleUrl = new URL('../../assets/sample.mp4', import.meta.url);
-let samplePromise: Promise<Uint8Array<ArrayBuffer>> | undefined;
+const assets = new URL('../../assets/', import.meta.url);
+const assetCache = new Map<string, Promise<Uint8Array<ArrayBuffer>>>();
 
-function loadSample(): Promise<Uint8Array<ArrayBuffer>> {
-  // A copy typed as ArrayBuffer-backed: BodyInit refuses Buffer, whose backing store may be a SharedArrayBuffer.
-  samplePromise ??= readFile(sampleUrl).then((buffer) => new Uint8Array(buffer));
-  return samplePromise;
+function loadAsset(name: string): Promise<Uint8Array<ArrayBuffer>> {
+  let loaded = assetCache.get(name);
+  if (!loaded) {
+    // A copy typed as ArrayBuffer-backed: BodyInit refuses Buffer, whose backing store may be a SharedArrayBuffer.
+    loaded = readFile(new URL(name, assets)).then((buffer) => new Uint8Array(buffer));
+    assetCache.set(name, loaded);
+  }
+  return loaded;
 }
+
+const loadSample = () => loadAsset('sample.mp4');
+
+/** Inputs to try the gateway with, served at `/samples/<name>`: a face and a 3-second recording. */
+const samples: Record<string, { asset: string; type: string }> = {
+  'face.png': { asset: 'face.png', type: 'image/png' },
+  'voice.wav': { asset: 'voice-3s.wav', type: 'audio/wav' },
+};
 
 function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
@@ -217,8 +255,10 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     downloadUrlTtlMs: options.knobs?.downloadUrlTtlMs ?? defaultDownloadUrlTtlMs,
     resultErrors: [...(options.knobs?.resultErrors ?? [])],
     resultDelayMs: options.knobs?.resultDelayMs ?? 0,
+    checkInputUrls: options.knobs?.checkInputUrls ?? false,
   };
   const stats: SimulatorStats = {
+    uploads: 0,
     creates: 0,
     createRequests: 0,
     queries: 0,
@@ -230,6 +270,8 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
   };
   // Signs the links download-url hands out, so a link cannot be made up or stretched.
   const linkKey = randomBytes(32);
+  const uploads = new Map<string, SimulatedUpload>();
+  let storedUploadBytes = 0;
   const tasks = new Map<string, SimTask>();
   const timers = new Set<NodeJS.Timeout>();
   const releases = new Set<() => void>();
@@ -267,7 +309,9 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
   }
 
   function stateOf(task: SimTask, now = Date.now()): SimulatedState {
-    if (task.ended || now - task.createTime >= 3 * task.stepMs) return task.outcome;
+    if (task.ended) return task.outcome;
+    // A task still fetching its inputs stays generating past its time, until the fetch settles.
+    if (now - task.createTime >= 3 * task.stepMs) return task.inputsChecked ? task.outcome : 'generating';
     const step = Math.floor((now - task.createTime) / task.stepMs);
     return step <= 0 ? 'waiting' : step === 1 ? 'queuing' : 'generating';
   }
@@ -291,7 +335,7 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     return {
       resultJson: '',
       failCode: '500',
-      failMsg: 'Simulated generation failure',
+      failMsg: task.failMsg,
       consumeCredits: 0,
       costTime,
       completeTime,
@@ -354,20 +398,119 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
 
   function scheduleEnd(task: SimTask, mode: CallbackMode, lateMs: number): void {
     const endMs = 3 * task.stepMs;
-    later(endMs, () => {
-      task.ended = true;
-      // A failed render costs nothing (consumeCredits 0): what was taken at the create is given back.
-      if (task.outcome === 'fail') knobs.credits += costOf(task.model);
-    });
     const url = task.callBackUrl;
-    if (url === undefined || mode === 'drop') return;
-    const send = () => void sendCallback(task, url);
-    if (mode === 'late') {
-      later(endMs + Math.max(0, lateMs), send);
-      return;
+    const send = () => {
+      if (url !== undefined) void sendCallback(task, url);
+    };
+    later(endMs, () => {
+      // The end waits for the inputs' download, which may outlast a short step.
+      void task.inputCheck.then(() => {
+        if (closed) return;
+        task.ended = true;
+        // A failed render costs nothing (consumeCredits 0): what was taken at the create is given back.
+        if (task.outcome === 'fail') knobs.credits += costOf(task.model);
+        if (mode === 'drop') return;
+        if (mode === 'late') return later(Math.max(0, lateMs), send);
+        send();
+        if (mode === 'duplicate') later(duplicateGapMs, send);
+      });
+    });
+  }
+
+  /** Why kie could not download `url`, or undefined if it could. Uploaded files are looked up directly. */
+  async function unreachable(url: string): Promise<string | undefined> {
+    const own = ownUploadPath(url);
+    if (own !== undefined) return uploads.has(own) ? undefined : `${url}: file not found`;
+    try {
+      const response = await fetchImpl(url, {
+        headers: { range: 'bytes=0-0' },
+        signal: AbortSignal.any([closing.signal, AbortSignal.timeout(inputFetchTimeoutMs)]),
+      });
+      await response.body?.cancel().catch(() => {});
+      return response.ok ? undefined : `${url}: HTTP ${response.status}`;
+    } catch (error) {
+      return `${url}: ${(error as Error).message}`;
     }
-    later(endMs, send);
-    if (mode === 'duplicate') later(endMs + duplicateGapMs, send);
+  }
+
+  async function checkInputs(task: SimTask, urls: { image_url: string; audio_url: string }) {
+    const [image, audio] = await Promise.all([unreachable(urls.image_url), unreachable(urls.audio_url)]);
+    const reason = image
+      ? `image_url could not be downloaded (${image})`
+      : audio
+        ? `audio_url could not be downloaded (${audio})`
+        : undefined;
+    if (reason) {
+      task.outcome = 'fail';
+      task.failMsg = reason;
+    }
+    task.inputsChecked = true;
+    return reason;
+  }
+
+  function ownUploadPath(url: string): string | undefined {
+    const prefix = `${resultBaseUrl}/files/`;
+    return url.startsWith(prefix) ? url.slice(prefix.length) : undefined;
+  }
+
+  /** kie's file-stream-upload: multipart `file`, `uploadPath`, optional `fileName`. */
+  async function fileStreamUpload(request: Request): Promise<Response> {
+    if (!authorized(request)) return errorEnvelope(401);
+    const declared = Number(request.headers.get('content-length') ?? 0);
+    if (declared > maxUploadBytes) return errorEnvelope(413, 'File too large');
+    let form: FormData;
+    try {
+      form = await request.formData();
+    } catch {
+      return errorEnvelope(400, 'invalid multipart body');
+    }
+    const file = form.get('file');
+    const uploadPath = form.get('uploadPath');
+    if (typeof file === 'string' || file === null) return errorEnvelope(422, 'file is required');
+    if (typeof uploadPath !== 'string' || !/^[\w./-]+$/.test(uploadPath) || uploadPath.includes('..')) {
+      return errorEnvelope(422, 'uploadPath is required');
+    }
+    const named = form.get('fileName');
+    const fileName = typeof named === 'string' && named !== '' ? named : `${randomBytes(8).toString('hex')}`;
+    if (!/^[\w.-]+$/.test(fileName)) return errorEnvelope(422, 'fileName is invalid');
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    if (bytes.byteLength > maxUploadBytes) return errorEnvelope(413, 'File too large');
+    return storeUpload(`${uploadPath.replace(/^\/+|\/+$/g, '')}/${fileName}`, fileName, file.type, bytes);
+  }
+
+  function storeUpload(
+    path: string,
+    fileName: string,
+    mimeType: string,
+    bytes: Uint8Array<ArrayBuffer>,
+  ): Response {
+    const previous = uploads.get(path);
+    // Reusing a name overwrites, as on kie.
+    if (previous) storedUploadBytes -= previous.bytes.byteLength;
+    uploads.delete(path);
+    const url = `${resultBaseUrl}/files/${path}`;
+    const upload: SimulatedUpload = {
+      url,
+      fileName,
+      mimeType: mimeType || 'application/octet-stream',
+      bytes,
+    };
+    uploads.set(path, upload);
+    storedUploadBytes += bytes.byteLength;
+    for (const [oldest, stored] of uploads) {
+      if (storedUploadBytes <= maxStoredUploadBytes) break;
+      uploads.delete(oldest);
+      storedUploadBytes -= stored.bytes.byteLength;
+    }
+    stats.uploads++;
+    return envelope(200, 'File uploaded successfully', {
+      fileName,
+      filePath: path,
+      downloadUrl: url,
+      fileSize: bytes.byteLength,
+      mimeType: upload.mimeType,
+      uploadedAt: new Date().toISOString(),
+    });
   }
 
   function authorized(request: Request): boolean {
@@ -409,8 +552,12 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
       createTime,
       stepMs: Math.max(1, knobs.stepMs),
       outcome: body.input.prompt?.includes('[fail]') ? 'fail' : knobs.outcome,
+      failMsg: 'Simulated generation failure',
+      inputCheck: Promise.resolve(undefined),
+      inputsChecked: !knobs.checkInputUrls,
       ended: false,
     };
+    if (knobs.checkInputUrls) task.inputCheck = checkInputs(task, body.input);
     tasks.set(taskId, task);
     stats.creates++;
     scheduleEnd(task, knobs.callbackMode, knobs.lateMs);
@@ -489,10 +636,15 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     }
     const injected = knobs.resultErrors.shift();
     if (injected !== undefined) return errorEnvelope(injected);
-    const bytes = await loadSample();
+    if (request.method !== 'HEAD') stats.resultDownloads++;
+    return serveBytes(request, await loadSample(), 'video/mp4');
+  }
+
+  /** A file as a CDN serves it: one `bytes=` range honoured, HEAD answered without a body. */
+  function serveBytes(request: Request, bytes: Uint8Array<ArrayBuffer>, contentType: string): Response {
     const size = bytes.byteLength;
     const headers: Record<string, string> = {
-      'content-type': 'video/mp4',
+      'content-type': contentType,
       'accept-ranges': 'bytes',
       'cache-control': 'public, max-age=86400',
       // Like kie's storage, any app's page may play it (the gateway's default would allow its own origin only).
@@ -503,7 +655,6 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     if (range === 'unsatisfiable') {
       return new Response(null, { status: 416, headers: { ...headers, 'content-range': `bytes */${size}` } });
     }
-    if (!head) stats.resultDownloads++;
     if (range === undefined) {
       headers['content-length'] = String(size);
       return new Response(head ? null : bytes, { status: 200, headers });
@@ -544,6 +695,17 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     if (method === 'POST' && pathname === '/admin/credits') return setCredits(request);
     const resultOf = resultTaskId(pathname);
     if ((method === 'GET' || method === 'HEAD') && resultOf) return result(request, resultOf);
+    if (method === 'POST' && pathname === '/api/file-stream-upload') return fileStreamUpload(request);
+    const reading = method === 'GET' || method === 'HEAD';
+    if (reading && pathname.startsWith('/files/')) {
+      const upload = uploads.get(pathname.slice('/files/'.length));
+      return upload
+        ? serveBytes(request, upload.bytes, upload.mimeType)
+        : errorEnvelope(404, 'File not found');
+    }
+    const sample =
+      reading && pathname.startsWith('/samples/') ? samples[pathname.slice('/samples/'.length)] : undefined;
+    if (sample) return serveBytes(request, await loadAsset(sample.asset), sample.type);
     return errorEnvelope(404, 'Not found');
   }
 
@@ -554,6 +716,9 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     taskState(taskId) {
       const task = tasks.get(taskId);
       return task ? stateOf(task) : undefined;
+    },
+    uploadedFiles() {
+      return [...uploads.values()];
     },
     createdTasks() {
       return [...tasks.values()].map((task) => ({

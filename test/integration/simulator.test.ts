@@ -27,6 +27,7 @@ const defaultKnobs: SimulatorKnobs = {
   downloadUrlTtlMs: 20 * 60_000,
   resultErrors: [],
   resultDelayMs: 0,
+  checkInputUrls: false,
 };
 
 interface Envelope {
