@@ -109,6 +109,8 @@ async function gatewayEnv(overrides: Record<string, string>): Promise<Record<str
     DATABASE_URL: database.url,
     DATA_DIR: dataDir,
     AUTH_JWT_SECRET: BENCH_JWT_SECRET,
+    // The inputs are placeholder URLs; fetching them is not what is measured.
+    CHECK_INPUT_URLS: 'false',
     KIE_API_KEY: 'bench-kie-key',
     KIE_API_URL: kie.url,
     KIE_WEBHOOK_HMAC_KEY: BENCH_HMAC_KEY,

@@ -357,6 +357,8 @@ async function startGateway(databaseUrl: string, kieUrl: string): Promise<Gatewa
       KIE_API_URL: kieUrl,
       KIE_API_KEY: 'soak-kie-key',
       AUTH_JWT_SECRET: JWT_SECRET,
+      // The inputs are placeholder URLs that exist nowhere.
+      CHECK_INPUT_URLS: 'false',
       METRICS_TOKEN,
       LOG_LEVEL: 'error',
       POLL_INTERVAL_MS: '500',

@@ -21,6 +21,7 @@ import { SseReservations } from './http/sse-reservations.js';
 import { createSseTransport } from './http/sse-transport.js';
 import { attachGraphQLWebSocket } from './http/websocket.js';
 import { createGatewayYoga, SIMULATOR_PATH_PREFIX } from './http/yoga.js';
+import { InputMedia } from './inputs/input-media.js';
 import { createLogger, safeLogger } from './logging.js';
 import { createMetrics } from './metrics.js';
 import { Poller } from './poller/poller.js';
@@ -136,13 +137,16 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       : createKieSimulator({
           resultBaseUrl: `${publicUrl}${SIMULATOR_PATH_PREFIX}`,
           hmacKey: config.kie.webhookHmacKey,
-          knobs: { stepMs: config.simulatorStepMs },
+          // The built-in simulator downloads a task's inputs as kie does, so a dead URL fails the same way.
+          knobs: { stepMs: config.simulatorStepMs, checkInputUrls: true },
         });
     if (simulator) cleanup.push(() => simulator.close());
 
     const queryLimiter = new SlidingWindowLimiter(config.kie.maxQueriesPerSecond, 1_000);
     const kie = new KieClient({
       apiUrl: simulator ? `${localUrl}${SIMULATOR_PATH_PREFIX}` : config.kie.apiUrl,
+      uploadUrl: simulator ? `${localUrl}${SIMULATOR_PATH_PREFIX}` : config.kie.uploadUrl,
+      uploadTimeoutMs: config.kie.uploadTimeoutMs,
       apiKey: config.kie.apiKey ?? 'built-in-simulator',
       timeoutMs: config.kie.requestTimeoutMs,
       createTimeoutMs: config.kie.createTimeoutMs,
@@ -152,6 +156,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       metrics,
     });
     cleanup.push(() => kie.close());
+    const inputMedia = new InputMedia(config.inputs);
+    cleanup.push(() => inputMedia.close());
     const resultStore = await openResultStore(config, () => publicUrl);
     if (resultStore) cleanup.push(() => resultStore.close());
     const repository = new TaskRepository(database.db, { copyResults: resultStore !== undefined });
@@ -193,6 +199,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       repository,
       bus,
       kie,
+      media: inputMedia,
       creditBreaker,
       createWindow: { maxCreates: config.kie.maxCreatesPer10s, windowMs: 10_000 },
       quota: {
@@ -285,6 +292,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       simulator,
       publicUrl,
       developmentToken,
+      samplesUrl: simulator ? `${publicUrl}${SIMULATOR_PATH_PREFIX}/samples` : undefined,
       streamLimits,
       edge: config.edge,
       cors,
@@ -366,6 +374,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
             { name: 'kie balance', run: () => kieBalance.stop() },
             { name: 'kie client', run: () => kie.close() },
             ...(resultStore ? [{ name: 'result store', run: () => resultStore.close() }] : []),
+            { name: 'input checks', run: () => inputMedia.close() },
             ...(simulator ? [{ name: 'simulator', run: () => simulator.close() }] : []),
             { name: 'event bus', run: () => bus.close() },
             ...(options.database ? [] : [{ name: 'database', run: () => database.close() }]),

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { TokenPolicy } from './auth/tokens.js';
 import type { DatabaseDeadlines } from './db/connection.js';
+import type { InputMediaOptions } from './inputs/input-media.js';
 
 /**
  * The only reader of process.env. Every setting from API.md is parsed and validated here once, so the rest of
@@ -322,6 +323,48 @@ export const envSchema = z.object({
     intFrom(1024).default(102_400),
     'a GraphQL request body over this is refused with 413',
   ),
+  MAX_UPLOAD_REQUEST_BYTES: documented(
+    intFrom(1024).optional(),
+    'a multipart request (uploaded image and audio) over this is refused with 413',
+    {
+      defaultText: '`MAX_IMAGE_BYTES` + `MAX_AUDIO_BYTES` + `MAX_REQUEST_BODY_BYTES` + 64 KiB',
+      example: '20167936',
+    },
+  ),
+  MAX_IMAGE_BYTES: documented(
+    intFrom(1).default(10_000_000),
+    "largest image, uploaded or at a URL (kie's limit is 10 MB)",
+  ),
+  MAX_AUDIO_BYTES: documented(
+    intFrom(1).default(10_000_000),
+    "largest recording, uploaded or at a URL (kie's limit is 10 MB by its English docs)",
+  ),
+  KIE_UPLOAD_TIMEOUT_MS: documented(
+    intFrom(1).default(60_000),
+    "how long one upload to kie's file store may take, the bytes sent included",
+  ),
+  CHECK_INPUT_URLS: documented(
+    flag.default(true),
+    "URL inputs are fetched before submit: reachable, the right type, within size, the audio's duration; `false` sends them to kie unchecked",
+  ),
+  ALLOW_PRIVATE_INPUT_URLS: documented(
+    flag.optional(),
+    "the input check's SSRF guard lets loopback, private and link-local addresses through",
+    { defaultText: '`false` in production, `true` otherwise', example: 'false' },
+  ),
+  INPUT_CHECK_TIMEOUT_MS: documented(
+    intFrom(1).default(5_000),
+    'deadline of checking one URL input, redirects and range requests together',
+  ),
+  // At least what sniffing a type needs (file-type's 4100 bytes).
+  INPUT_CHECK_MAX_BYTES: documented(
+    intFrom(4100).default(1024 * 1024),
+    'bytes the check may read from one URL input, over all its range requests',
+  ),
+  INPUT_CHECK_MAX_REDIRECTS: documented(
+    intFrom(0).default(3),
+    'redirects the check follows, each re-checked by the SSRF guard',
+  ),
   MAX_QUERY_TOKENS: documented(intFrom(1).default(2_000), 'tokens in one GraphQL document'),
   MAX_QUERY_ALIASES: documented(intFrom(0).default(30), 'aliases in one GraphQL document'),
   MAX_QUERY_DEPTH: documented(intFrom(1).default(12), 'depth of one GraphQL document'),
@@ -455,7 +498,11 @@ export interface Config {
     creditsCacheMs: number;
     /** A balance below this is logged as a warning. */
     lowCreditsThreshold: number;
+    /** One file upload to kie, the bytes sent included. */
+    uploadTimeoutMs: number;
   };
+  /** URL inputs checked before submit and uploads inspected: what kie takes, through the SSRF guard. */
+  inputs: InputMediaOptions;
   auth:
     | { mode: 'development' }
     | { mode: 'secret'; secret: string; issuer?: string; audience?: string }
@@ -496,6 +543,8 @@ export interface Config {
     maxSubscriptionsPerSocket: number;
     /** A GraphQL request body (any transport over HTTP) larger than this is refused with 413. */
     maxRequestBodyBytes: number;
+    /** The same for a multipart request, which carries the uploaded files besides the operation. */
+    maxUploadRequestBytes: number;
     /** Checked on every operation, before any cache keeps it. */
     query: QueryLimits;
     /** Total estimated size of the parsed documents kept for reuse. */
@@ -674,6 +723,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       creditsCooldownMs: e.KIE_CREDITS_COOLDOWN_MS,
       creditsCacheMs: e.KIE_CREDITS_CACHE_MS,
       lowCreditsThreshold: e.KIE_LOW_CREDITS_THRESHOLD,
+      uploadTimeoutMs: e.KIE_UPLOAD_TIMEOUT_MS,
+    },
+    inputs: {
+      checkUrls: e.CHECK_INPUT_URLS,
+      // Development and tests serve their media from localhost.
+      allowPrivate: e.ALLOW_PRIVATE_INPUT_URLS ?? e.NODE_ENV !== 'production',
+      checkTimeoutMs: e.INPUT_CHECK_TIMEOUT_MS,
+      checkMaxBytes: e.INPUT_CHECK_MAX_BYTES,
+      checkMaxRedirects: e.INPUT_CHECK_MAX_REDIRECTS,
+      maxImageBytes: e.MAX_IMAGE_BYTES,
+      maxAudioBytes: e.MAX_AUDIO_BYTES,
     },
     auth,
     tokenPolicy: {
@@ -711,6 +771,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxSocketsPerUser: e.MAX_SOCKETS_PER_USER,
       maxSubscriptionsPerSocket: e.MAX_SUBSCRIPTIONS_PER_SOCKET,
       maxRequestBodyBytes: e.MAX_REQUEST_BODY_BYTES,
+      // Both files at their largest, plus room for the operation and the multipart framing.
+      maxUploadRequestBytes:
+        e.MAX_UPLOAD_REQUEST_BYTES ??
+        e.MAX_IMAGE_BYTES + e.MAX_AUDIO_BYTES + e.MAX_REQUEST_BODY_BYTES + 65_536,
       query: {
         maxTokens: e.MAX_QUERY_TOKENS,
         maxAliases: e.MAX_QUERY_ALIASES,

@@ -38,6 +38,8 @@ export const avatarTasks = pgTable(
     imageUrl: text('image_url').notNull(),
     audioUrl: text('audio_url').notNull(),
     prompt: text('prompt'),
+    /** kie's price per second for the model times the audio's duration, known before submit; null if unknown. */
+    estimatedCredits: doublePrecision('estimated_credits'),
     idempotencyKey: text('idempotency_key'),
     /** sha256 of the normalised input, to tell a retried create from a reused key. */
     inputHash: text('input_hash').notNull(),

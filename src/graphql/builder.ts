@@ -7,7 +7,7 @@ import { decodeGlobalIdOrNothing, isNodeTypename } from './global-ids.js';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
-  Scalars: { DateTime: { Input: Date; Output: Date } };
+  Scalars: { DateTime: { Input: Date; Output: Date }; File: { Input: File; Output: never } };
   DefaultFieldNullability: false;
 }>({
   plugins: [ErrorsPlugin, RelayPlugin],
@@ -33,6 +33,14 @@ export const builder = new SchemaBuilder<{
 });
 
 builder.addScalarType('DateTime', DateTimeResolver, {});
+
+// Filled by yoga from a multipart request (the GraphQL multipart request spec); input only.
+builder.scalarType('File', {
+  description: 'A file sent in a multipart request (GraphQL multipart request spec), e.g. with curl -F.',
+  serialize: () => {
+    throw new Error('File is an input type');
+  },
+});
 
 builder.queryType({ description: 'Reads. Every field needs a user token, except introspection.' });
 builder.mutationType({ description: 'Writes. Every field needs a user token.' });

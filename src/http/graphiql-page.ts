@@ -10,8 +10,10 @@ export function useGraphiQLPage(options: {
   endpoint: string;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
+  /** Where the built-in simulator serves sample inputs, for the walkthrough's CreateTask. */
+  samplesUrl?: string | undefined;
 }): Plugin {
-  const page = new CompressedAsset(async () => Buffer.from(await renderPage(options.developmentToken)), {
+  const page = new CompressedAsset(async () => Buffer.from(await renderPage(options)), {
     'content-type': 'text/html; charset=utf-8',
     // It may carry a development token.
     'cache-control': 'no-store',
@@ -54,11 +56,17 @@ const freshKeyScript = `<script>
   }
 </script>`;
 
-async function renderPage(developmentToken: string | undefined): Promise<string> {
+async function renderPage({
+  developmentToken,
+  samplesUrl,
+}: {
+  developmentToken: string | undefined;
+  samplesUrl?: string | undefined;
+}): Promise<string> {
   const { renderGraphiQL } = await import('@graphql-yoga/render-graphiql');
   const html = renderGraphiQL({
     title: 'avatar-gateway',
-    defaultQuery: walkthrough(KEY_PLACEHOLDER),
+    defaultQuery: walkthrough(KEY_PLACEHOLDER, samplesUrl),
     subscriptionsProtocol: 'SSE',
     ...(developmentToken
       ? { headers: JSON.stringify({ Authorization: `Bearer ${developmentToken}` }, null, 2) }
@@ -71,21 +79,26 @@ async function renderPage(developmentToken: string | undefined): Promise<string>
   return html.replace(RENDER_CALL, 'renderWalkthrough(').replace(ROOT, `${ROOT}\n${freshKeyScript}`);
 }
 
+/**
+ * With the built-in simulator the inputs are its samples, served by this gateway, so CreateTask passes the
+ * check of URL inputs on a machine without internet; else placeholders to replace.
+ */
 const walkthrough = (
   idempotencyKey: string,
+  samplesUrl: string | undefined,
 ) => `# Welcome to avatar-gateway. Your development token is already in the Headers tab.
 # 1. Run CreateTask. 2. Copy the task id into WatchTask's variables and run it: the states stream in live.
 # Running CreateTask again with the same idempotencyKey answers with the same task; each page load draws a new key.
 
 mutation CreateTask {
   createAvatarTask(input: {
-    imageUrl: "https://example.com/face.png"
-    audioUrl: "https://example.com/voice.mp3"
+    imageUrl: "${samplesUrl ? `${samplesUrl}/face.png` : 'https://example.com/face.png'}"
+    audioUrl: "${samplesUrl ? `${samplesUrl}/voice.wav` : 'https://example.com/voice.mp3'}"
     prompt: "A friendly presenter, looking at the camera"
     idempotencyKey: "${idempotencyKey}"
   }) {
     __typename
-    ... on CreateAvatarTaskSuccess { task { id state upstreamTaskId } }
+    ... on CreateAvatarTaskSuccess { task { id state upstreamTaskId estimatedCredits } }
     ... on Error { code message }
     ... on InvalidInputError { field }
   }

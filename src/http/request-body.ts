@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { createGraphQLError, type Plugin } from 'graphql-yoga';
 
 /** The same answer yoga gives to a body over its `maxRequestBodySize`, for the transports outside it. */
 export function bodyTooLargeResponse(): { status: 413; headers: Record<string, string>; body: string } {
@@ -49,4 +50,86 @@ export async function readFetchBody(request: Request, maxBytes: number): Promise
     chunks.push(value);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+export interface RequestBodyLimits {
+  /** A JSON (or any other non-multipart) GraphQL request. */
+  maxBodyBytes: number;
+  /** A multipart request (uploads): the files and the operation together. */
+  maxMultipartBodyBytes: number;
+}
+
+const tooLarge = () =>
+  createGraphQLError('Request body too large', {
+    extensions: { http: { status: 413 }, code: 'REQUEST_ENTITY_TOO_LARGE' },
+  });
+
+const isMultipart = (request: Request) =>
+  request.headers.get('content-type')?.toLowerCase().startsWith('multipart/form-data') ?? false;
+
+/**
+ * yoga's body cap, with a second, larger cap for multipart requests: yoga's own `maxRequestBodySize` is one
+ * number for every content type and is not exported, and uploads need megabytes where an operation needs
+ * kilobytes. Like yoga's, it refuses an over-long Content-Length at once and counts a body as it streams
+ * (chunked ones too), so no more than the cap is ever read. Inside a multipart request the `operations` and
+ * `map` fields are held to the plain cap, so the operation itself is no larger than a JSON request's, and
+ * at most two files (image and audio) are taken.
+ */
+export function useRequestBodyLimits(limits: RequestBodyLimits): Plugin {
+  return {
+    onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
+      const multipart = isMultipart(request);
+      const limit = multipart ? limits.maxMultipartBodyBytes : limits.maxBodyBytes;
+      const length = request.headers.get('content-length');
+      if (length != null) {
+        if (!/^\d+$/.test(length)) {
+          throw createGraphQLError('Content-Length header is invalid.', {
+            extensions: { http: { status: 400 }, code: 'BAD_REQUEST' },
+          });
+        }
+        if (Number(length) > limit) throw tooLarge();
+      }
+      if (requestParser == null || request.body == null) return;
+      const parse = requestParser;
+      setRequestParser(async (incoming) => {
+        let exceeded = false;
+        let bytesRead = 0;
+        const body = incoming.body as ReadableStream<Uint8Array>;
+        // The native stream and the ponyfill's TransformStream do not mix (yoga works around the same).
+        const Transform =
+          body instanceof ReadableStream ? globalThis.TransformStream : fetchAPI.TransformStream;
+        const limited = body.pipeThrough(
+          new Transform<Uint8Array, Uint8Array>({
+            transform(chunk, controller) {
+              bytesRead += chunk.byteLength;
+              if (bytesRead > limit) {
+                exceeded = true;
+                controller.error(tooLarge());
+                return;
+              }
+              controller.enqueue(chunk);
+            },
+          }),
+        );
+        const bounded = new fetchAPI.Request(incoming.url, {
+          method: incoming.method,
+          headers: incoming.headers,
+          signal: incoming.signal,
+          body: limited,
+          // @ts-expect-error Node's fetch needs it for a streamed body; lib.dom does not know it.
+          duplex: 'half',
+          ...(multipart
+            ? { formDataLimits: { fieldSize: limits.maxBodyBytes, fields: 2, files: 2, parts: 4 } }
+            : {}),
+        });
+        try {
+          return await parse(bounded);
+        } catch (error) {
+          // yoga's multipart parser reports any stream error as bad multipart data (400); this one is 413.
+          if (exceeded) throw tooLarge();
+          throw error;
+        }
+      });
+    },
+  };
 }

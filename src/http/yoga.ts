@@ -26,6 +26,7 @@ import { useGraphiQLPage } from './graphiql-page.js';
 import { useGraphQLSSEProtocol } from './graphql-sse.js';
 import { useIntrospectionDisabled } from './introspection.js';
 import { useOperationLimits } from './operation-limits.js';
+import { useRequestBodyLimits } from './request-body.js';
 import { useRequestIdInErrors } from './request-id.js';
 import { type ReadinessChecks, useHealthRoutes, useMetricsRoute, useRoute } from './routes.js';
 import type { SseReservations } from './sse-reservations.js';
@@ -53,7 +54,12 @@ export interface YogaOptions {
   publicUrl: string;
   /** Filled into GraphiQL's headers in development mode. */
   developmentToken: string | undefined;
-  limits: Pick<Config['limits'], 'maxRequestBodyBytes' | 'query' | 'documentCacheBytes' | 'maxUpdateBytes'>;
+  /** Where the built-in simulator serves sample inputs, for GraphiQL's example. */
+  samplesUrl?: string | undefined;
+  limits: Pick<
+    Config['limits'],
+    'maxRequestBodyBytes' | 'maxUploadRequestBytes' | 'query' | 'documentCacheBytes' | 'maxUpdateBytes'
+  >;
 }
 
 /** What graphql-ws hands to yoga: the socket was authenticated once, at connection_init. */
@@ -85,6 +91,11 @@ export function createGatewayYoga(options: YogaOptions) {
     useStreamLimits(options.streamLimits),
     useOperationTelemetry(options.metrics),
     useRequestIdInErrors(),
+    // Read as it arrives, chunked bodies too, and refused with 413 past the cap.
+    useRequestBodyLimits({
+      maxBodyBytes: options.limits.maxRequestBodyBytes,
+      maxMultipartBodyBytes: options.limits.maxUploadRequestBytes,
+    }),
     ...useOperationLimits(options.limits.query),
   ];
   if (!options.edge.introspectionEnabled) plugins.push(...useIntrospectionDisabled());
@@ -94,7 +105,13 @@ export function createGatewayYoga(options: YogaOptions) {
     );
   }
   if (options.edge.graphiqlEnabled) {
-    plugins.push(useGraphiQLPage({ endpoint: GRAPHQL_PATH, developmentToken: options.developmentToken }));
+    plugins.push(
+      useGraphiQLPage({
+        endpoint: GRAPHQL_PATH,
+        developmentToken: options.developmentToken,
+        samplesUrl: options.samplesUrl,
+      }),
+    );
   }
   if (simulator) {
     plugins.push(
@@ -112,8 +129,8 @@ export function createGatewayYoga(options: YogaOptions) {
     schema,
     // Replaced by useValidatedDocumentCache: yoga's keeps what failed, and by count, not size.
     parserAndValidationCache: false,
-    // Read as it arrives, chunked bodies too, and refused with 413 past the cap.
-    maxRequestBodySize: options.limits.maxRequestBodyBytes,
+    // Replaced by useRequestBodyLimits, which gives uploads a cap of their own.
+    maxRequestBodySize: false,
     graphqlEndpoint: GRAPHQL_PATH,
     landingPage: false,
     logging: yogaLogger(options.logger),

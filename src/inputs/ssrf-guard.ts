@@ -41,6 +41,14 @@ export class BlockedAddressError extends GuardedFetchError {
   readonly code = 'ERR_BLOCKED_ADDRESS';
 }
 
+export interface GuardedRequest {
+  headers?: Record<string, string>;
+  /** Fewer bytes than the configured cap. */
+  maxBytes?: number;
+  /** Ends the exchange early: a deadline shared by several requests. */
+  signal?: AbortSignal;
+}
+
 export interface GuardedResponse {
   status: number;
   headers: Headers;
@@ -121,9 +129,14 @@ export class GuardedFetcher {
     });
   }
 
-  /** GETs `url` through the guard, following redirects, and reads at most `maxBytes` of the final body. */
-  async get(url: string, headers: Record<string, string> = {}): Promise<GuardedResponse> {
-    const signal = AbortSignal.timeout(this.options.timeoutMs);
+  /**
+   * GETs `url` through the guard, following redirects, and reads at most `maxBytes` (the configured cap by
+   * default) of the final body, within the configured timeout and `signal`, whichever ends first.
+   */
+  async get(url: string, request: GuardedRequest = {}): Promise<GuardedResponse> {
+    const { headers = {}, maxBytes = this.options.maxBytes } = request;
+    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+    const signal = request.signal ? AbortSignal.any([timeout, request.signal]) : timeout;
     let current = url;
     for (let hop = 0; ; hop++) {
       const target = this.checkedTarget(current);
@@ -148,7 +161,10 @@ export class GuardedFetcher {
         continue;
       }
       try {
-        const { bytes, complete } = await readAtMost(response.body, this.options.maxBytes);
+        const { bytes, complete } = await readAtMost(
+          response.body,
+          Math.min(maxBytes, this.options.maxBytes),
+        );
         return {
           status: response.status,
           headers: response.headers as Headers,

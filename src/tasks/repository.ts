@@ -47,6 +47,7 @@ export type CreatedTask = Pick<
   | 'imageUrl'
   | 'audioUrl'
   | 'prompt'
+  | 'estimatedCredits'
   | 'idempotencyKey'
   | 'inputHash'
   | 'callbackSecret'
@@ -206,7 +207,7 @@ export class TaskRepository {
    * user's advisory lock: two instances creating for one user at once count each other's tasks, so the caps
    * hold across instances. An idempotency key already used returns that task and counts nothing.
    *
-   * All of it is one call of `avatar_insert_task_within_quota` (drizzle/0003_create_within_quota.sql), so the
+   * All of it is one call of `avatar_insert_task_within_quota` (drizzle/0008_estimated_credits.sql), so the
    * lock is held for the database's own work, not across round trips. The row is the one the call inserted:
    * what the task was given, and the columns' defaults.
    */
@@ -222,7 +223,7 @@ export class TaskRepository {
           ${task.idempotencyKey}::text, ${task.inputHash}::text, ${task.callbackSecret}::text,
           ${task.nextCheckAt.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz,
           ${limits.maxPendingSubmits}::integer, ${limits.maxActiveTasks}::integer,
-          ${limits.maxCreatesPerHour}::integer)`),
+          ${limits.maxCreatesPerHour}::integer, ${task.estimatedCredits}::double precision)`),
     ) as Array<{
       outcome: 'inserted' | 'existing' | 'queue_full' | 'quota';
       task_id: string | null;

@@ -3,11 +3,19 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { AvatarTaskRow } from '../db/schema.js';
 import type { EventBus } from '../events/bus.js';
+import {
+  type InputMedia,
+  type InspectedUpload,
+  MediaRejectedError,
+  type UploadedFile,
+} from '../inputs/input-media.js';
+import type { MediaKind } from '../inputs/media.js';
 import type { Metrics } from '../metrics.js';
 import { currentTraceParent, inSpan, SpanKind, TASK_ID } from '../telemetry/tracing.js';
 import type { CreditBreaker } from '../upstream/credit-breaker.js';
 import { KieError } from '../upstream/errors.js';
 import { jitteredBackoffMs, type KieClient, type KieModel } from '../upstream/kie-client.js';
+import { estimateCredits } from '../upstream/pricing.js';
 import {
   AlreadySubmittedError,
   IdempotencyKeyReusedError,
@@ -33,8 +41,11 @@ import {
 export type AvatarModel = 'PRO' | 'STANDARD';
 
 export interface CreateTaskInput {
-  imageUrl: string;
-  audioUrl: string;
+  /** Exactly one of imageUrl and image, and of audioUrl and audio. */
+  imageUrl?: string | null | undefined;
+  audioUrl?: string | null | undefined;
+  image?: UploadedFile | null | undefined;
+  audio?: UploadedFile | null | undefined;
   prompt?: string | null | undefined;
   model?: AvatarModel | null | undefined;
   idempotencyKey?: string | null | undefined;
@@ -67,9 +78,20 @@ const mediaUrl = cleanText()
     }
   }, 'must be an absolute http or https URL');
 
+const uploadedFile = z.custom<UploadedFile>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as UploadedFile).size === 'number' &&
+    typeof (value as UploadedFile).arrayBuffer === 'function',
+  'must be a file of the multipart request',
+);
+
 const inputSchema = z.object({
-  imageUrl: mediaUrl,
-  audioUrl: mediaUrl,
+  imageUrl: mediaUrl.nullish(),
+  audioUrl: mediaUrl.nullish(),
+  image: uploadedFile.nullish(),
+  audio: uploadedFile.nullish(),
   prompt: cleanText().max(5000, 'must be at most 5000 characters').nullish(),
   model: z.enum(['PRO', 'STANDARD']).nullish(),
   idempotencyKey: cleanText()
@@ -84,6 +106,8 @@ export interface TaskServiceOptions {
   kie: KieClient;
   /** Holds creates back for a while after kie said the account is out of credits. */
   creditBreaker: CreditBreaker;
+  /** Checks URL inputs and inspects uploads before anything is paid. */
+  media: InputMedia;
   /** kie's account limit on creates, shared through the database by every instance. */
   createWindow: Omit<CreateWindow, 'leaseMs'>;
   quota: UserQuota;
@@ -140,24 +164,45 @@ export class TaskService {
   async create(userId: string, rawInput: CreateTaskInput): Promise<AvatarTaskRow> {
     const { repository, quota, maxPendingSubmits } = this.options;
     const input = validateInput(rawInput);
-    const inputHash = hashInput(input);
+    // Uploads are judged from their bytes before anything else: a bad file costs nothing and sends nothing.
+    const [imageUpload, audioUpload] = await bothOrFirstError(
+      input.image.file && this.inspectUpload('image', input.image.file),
+      input.audio.file && this.inspectUpload('audio', input.audio.file),
+    );
+    const inputHash = hashInput(input, { image: imageUpload, audio: audioUpload });
+    // A retry is answered before anything is fetched or uploaded again, also while kie is out of credits; the
+    // insert below still decides races.
+    const existing = input.idempotencyKey
+      ? await repository.findByIdempotencyKey(userId, input.idempotencyKey)
+      : undefined;
+    if (existing) return sameInputOrThrow(existing, inputHash);
+    // kie is out of credits: nothing is fetched, uploaded, stored or sent.
     if (this.options.creditBreaker.refusing) {
-      // kie is out of credits: nothing is stored or sent, but a retry of a create that happened gets its task.
-      const existing = input.idempotencyKey
-        ? await repository.findByIdempotencyKey(userId, input.idempotencyKey)
-        : undefined;
-      if (existing) return sameInputOrThrow(existing, inputHash);
       throw new InsufficientCreditsError(this.options.creditBreaker.refusal);
     }
+    const [, audioUrlCheck] = await bothOrFirstError(
+      input.image.url && this.checkUrl('image', input.image.url),
+      input.audio.url && this.checkUrl('audio', input.audio.url),
+    );
+    const [imageUrl, audioUrl] = await Promise.all([
+      input.image.url ?? this.uploadToKie(imageUpload),
+      input.audio.url ?? this.uploadToKie(audioUpload),
+    ]);
+    const durationSeconds = audioUpload?.durationSeconds ?? audioUrlCheck?.durationSeconds;
+
     const now = new Date();
     const stored = await repository.insertWithinQuota(
       {
         id: randomUUID(),
         userId,
         model: input.model,
-        imageUrl: input.imageUrl,
-        audioUrl: input.audioUrl,
+        imageUrl,
+        audioUrl,
         prompt: input.prompt,
+        estimatedCredits:
+          durationSeconds === undefined
+            ? null
+            : estimateCredits(upstreamModels[input.model], durationSeconds),
         idempotencyKey: input.idempotencyKey,
         inputHash,
         callbackSecret: randomBytes(24).toString('base64url'),
@@ -181,6 +226,33 @@ export class TaskService {
     const { task, outcome, error } = await own;
     if (outcome === 'refused' && error) throw toCreateError(error);
     return task ?? row;
+  }
+
+  private async inspectUpload(field: MediaKind, file: UploadedFile): Promise<InspectedUpload> {
+    try {
+      return await this.options.media.inspectUpload(field, file);
+    } catch (error) {
+      throw asInvalidInput(field, error);
+    }
+  }
+
+  private async checkUrl(field: MediaKind, url: string) {
+    try {
+      return await this.options.media.checkUrl(field, url);
+    } catch (error) {
+      throw asInvalidInput(`${field}Url`, error);
+    }
+  }
+
+  /** Uploads are free, so one whose task is then refused (a full quota, say) costs nothing but the bytes. */
+  private async uploadToKie(inspected: InspectedUpload | undefined): Promise<string> {
+    if (!inspected) throw new Error('an input has neither a URL nor an upload');
+    try {
+      return await this.options.kie.uploadFile(inspected.upload);
+    } catch (error) {
+      if (error instanceof KieError) throw toCreateError(error);
+      throw error;
+    }
   }
 
   /**
@@ -473,9 +545,12 @@ export class TaskService {
   }
 }
 
+/** One of a task's two media inputs: a URL, or a file uploaded with the request. */
+type MediaInput = { url: string; file?: undefined } | { url?: undefined; file: UploadedFile };
+
 type ValidInput = {
-  imageUrl: string;
-  audioUrl: string;
+  image: MediaInput;
+  audio: MediaInput;
   prompt: string | null;
   model: AvatarModel;
   idempotencyKey: string | null;
@@ -488,18 +563,60 @@ function validateInput(input: CreateTaskInput): ValidInput {
     const field = String(issue?.path[0] ?? 'input');
     throw new InvalidInputError(field, `${field} ${issue?.message ?? 'is invalid'}`);
   }
-  const { imageUrl, audioUrl, prompt, model, idempotencyKey } = parsed.data;
+  const { imageUrl, audioUrl, image, audio, prompt, model, idempotencyKey } = parsed.data;
   return {
-    imageUrl,
-    audioUrl,
+    image: exactlyOne('image', imageUrl, image),
+    audio: exactlyOne('audio', audioUrl, audio),
     prompt: prompt ?? null,
     model: model ?? 'PRO',
     idempotencyKey: idempotencyKey ?? null,
   };
 }
 
-function hashInput(input: ValidInput): string {
-  const canonical = JSON.stringify([input.model, input.imageUrl, input.audioUrl, input.prompt ?? '']);
+function exactlyOne(
+  field: MediaKind,
+  url: string | null | undefined,
+  file: UploadedFile | null | undefined,
+): MediaInput {
+  if (url && file) throw new InvalidInputError(field, `give ${field} or ${field}Url, not both`);
+  if (url) return { url };
+  if (file) return { file };
+  throw new InvalidInputError(`${field}Url`, `${field}Url or ${field} is required`);
+}
+
+/** Both at once; when both fail, the image's error, so a client is always told the same field first. */
+async function bothOrFirstError<A, B>(
+  image: Promise<A> | undefined | '',
+  audio: Promise<B> | undefined | '',
+): Promise<[A | undefined, B | undefined]> {
+  const [a, b] = await Promise.allSettled([image || undefined, audio || undefined]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
+  return [a.value, b.value];
+}
+
+function asInvalidInput(field: string, error: unknown): unknown {
+  return error instanceof MediaRejectedError
+    ? new InvalidInputError(field, `${field} ${error.message}`)
+    : error;
+}
+
+/**
+ * An uploaded file counts by its bytes, so a retried upload with the same key is the same input; a URL
+ * counts as written, which keeps the hashes of tasks stored before uploads existed.
+ */
+function hashInput(
+  input: ValidInput,
+  uploads: { image: InspectedUpload | undefined; audio: InspectedUpload | undefined },
+): string {
+  const ref = (media: MediaInput, upload: InspectedUpload | undefined) =>
+    media.url ?? `upload:sha256:${upload?.sha256}`;
+  const canonical = JSON.stringify([
+    input.model,
+    ref(input.image, uploads.image),
+    ref(input.audio, uploads.audio),
+    input.prompt ?? '',
+  ]);
   return createHash('sha256').update(canonical).digest('hex');
 }
 

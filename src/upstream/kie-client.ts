@@ -1,6 +1,6 @@
 import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Agent, FormData as UndiciFormData, fetch as undiciFetch } from 'undici';
 import type { Metrics } from '../metrics.js';
 import type { UpstreamSnapshot } from '../tasks/states.js';
 import { inSpan, SpanKind } from '../telemetry/tracing.js';
@@ -16,9 +16,21 @@ export interface CreateTaskRequest {
   input: { image_url: string; audio_url: string; prompt: string };
 }
 
+/** A file for kie's file-stream-upload: kie keeps it 3 days and answers with a URL a task can use. */
+export interface KieUpload {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** Unique: kie overwrites a file uploaded again under the same name. */
+  fileName: string;
+  mimeType: string;
+}
+
 export interface KieClientOptions {
   apiUrl: string;
+  /** kie's file-upload host (KIE_UPLOAD_URL); the API's host when unset, as on the simulator. */
+  uploadUrl?: string;
   apiKey: string;
+  /** How long one upload may take, the bytes sent included. */
+  uploadTimeoutMs?: number;
   /** How long a query (recordInfo, credit) may take, connection included. */
   timeoutMs: number;
   /**
@@ -53,6 +65,10 @@ const notSentCodes = new Set([
 ]);
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 const QUERY_ATTEMPTS = 3;
+const UPLOAD_ATTEMPTS = 2;
+const DEFAULT_UPLOAD_TIMEOUT_MS = 60_000;
+/** Where the gateway's uploads go in kie's file store. */
+const UPLOAD_PATH = 'avatar-gateway';
 
 export class KieClient {
   private readonly fetch: typeof fetch;
@@ -133,6 +149,42 @@ export class KieClient {
     return data;
   }
 
+  /**
+   * Streams a file to kie's file-stream-upload and returns the URL kie serves it at. Uploads are free and a
+   * unique name makes a second attempt overwrite the first, so a failure kie may retry is tried once more.
+   */
+  async uploadFile(upload: KieUpload): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      const form = this.options.fetchImpl ? new FormData() : new UndiciFormData();
+      form.append('file', new Blob([upload.bytes], { type: upload.mimeType }), upload.fileName);
+      form.append('uploadPath', UPLOAD_PATH);
+      form.append('fileName', upload.fileName);
+      try {
+        const data = (await this.call(
+          'fileUpload',
+          'POST',
+          '/api/file-stream-upload',
+          form as FormData,
+          this.options.uploadTimeoutMs ?? DEFAULT_UPLOAD_TIMEOUT_MS,
+          this.options.uploadUrl ?? this.options.apiUrl,
+        )) as { downloadUrl?: unknown; fileUrl?: unknown } | null;
+        // Sources disagree on the field's name.
+        const url = data?.downloadUrl ?? data?.fileUrl;
+        if (typeof url !== 'string' || !/^https?:\/\//.test(url)) {
+          throw new KieError('retryable', 200, 'kie accepted the upload but returned no file URL');
+        }
+        return url;
+      } catch (error) {
+        const retry =
+          error instanceof KieError &&
+          (error.retryable || error.kind === 'unknown_outcome') &&
+          attempt < UPLOAD_ATTEMPTS;
+        if (!retry) throw error;
+        await sleep(jitteredBackoffMs(attempt));
+      }
+    }
+  }
+
   /** Credits left on the account. */
   async credits(): Promise<number> {
     await this.options.queryLimiter.take();
@@ -146,11 +198,12 @@ export class KieClient {
     path: string,
     body?: unknown,
     timeoutMs: number = this.options.timeoutMs,
+    baseUrl: string = this.options.apiUrl,
   ): Promise<unknown> {
     return inSpan(
       `kie.${operation}`,
       { kind: SpanKind.CLIENT, attributes: { 'http.request.method': method, 'url.path': path } },
-      (span) => this.callTraced(span, operation, method, path, body, timeoutMs),
+      (span) => this.callTraced(span, operation, method, path, body, timeoutMs, baseUrl),
     );
   }
 
@@ -161,19 +214,22 @@ export class KieClient {
     path: string,
     body: unknown,
     timeoutMs: number,
+    baseUrl: string,
   ): Promise<unknown> {
     const started = performance.now();
     let code = 0;
     try {
       let response: Response;
       try {
-        response = await this.fetch(`${this.options.apiUrl}${path}`, {
+        // A form is sent as multipart, its boundary in the content type fetch writes.
+        const form = body instanceof FormData || body instanceof UndiciFormData;
+        response = await this.fetch(`${baseUrl}${path}`, {
           method,
           headers: {
             authorization: `Bearer ${this.options.apiKey}`,
-            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...(body === undefined || form ? {} : { 'content-type': 'application/json' }),
           },
-          body: body === undefined ? undefined : JSON.stringify(body),
+          body: body === undefined ? undefined : form ? (body as FormData) : JSON.stringify(body),
           signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (error) {

@@ -108,8 +108,9 @@ describe.skipIf(!hasChromium)('GraphiQL in Chromium, development mode', () => {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${app.developmentToken}` },
       body: JSON.stringify({
-        query: `mutation { createAvatarTask(input: { imageUrl: "https://example.com/face.png",
-          audioUrl: "https://example.com/voice.mp3" }) { ... on CreateAvatarTaskSuccess { task { id } } } }`,
+        // The simulator's samples: development checks URL inputs before submit, as production does.
+        query: `mutation { createAvatarTask(input: { imageUrl: "${app.url}/simulator/samples/face.png",
+          audioUrl: "${app.url}/simulator/samples/voice.wav" }) { ... on CreateAvatarTaskSuccess { task { id } } } }`,
       }),
     });
     const id = ((await created.json()) as { data: { createAvatarTask: { task: { id: string } } } }).data

@@ -80,6 +80,8 @@ export async function spawnGatewayProcess(options: GatewayProcessOptions): Promi
       ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
       ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
       AUTH_JWT_SECRET: TEST_JWT_SECRET,
+      // The inputs are placeholder URLs that exist nowhere.
+      CHECK_INPUT_URLS: 'false',
       LOG_LEVEL: 'warn',
       ...options.env,
     },

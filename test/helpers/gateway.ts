@@ -54,6 +54,11 @@ export interface TestGatewayOptions {
   env?: Record<string, string>;
   /** Where the gateway logs; without it, nowhere (LOG_LEVEL silent). */
   logger?: Logger;
+  /**
+   * The built-in simulator downloads each task's inputs, as kie does; off by default, so that the placeholder
+   * URLs of sampleInput() (which exist nowhere on a machine without internet) can stand for real ones.
+   */
+  simulatorChecksInputs?: boolean;
 }
 
 /** A real gateway on a free port, configured through the same environment parsing as `npm start`. */
@@ -73,7 +78,11 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     // Tests make many tasks for one user; the quota tests set their own caps.
     MAX_ACTIVE_TASKS_PER_USER: '100000',
     MAX_CREATES_PER_USER_PER_HOUR: '100000',
-    ...(options.kieUrl ? { KIE_API_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' } : {}),
+    // Likewise the gateway's own check of URL inputs; the tests of that check turn it on.
+    CHECK_INPUT_URLS: 'false',
+    ...(options.kieUrl
+      ? { KIE_API_URL: options.kieUrl, KIE_UPLOAD_URL: options.kieUrl, KIE_API_KEY: 'test-kie-key' }
+      : {}),
     ...options.env,
   });
   const database = await options.database?.open();
@@ -81,6 +90,7 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
     ...(database ? { database } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
   });
+  if (app.simulator) app.simulator.knobs.checkInputUrls = options.simulatorChecksInputs ?? false;
   const gql: TestGateway['gql'] = async (query, variables, user = 'alice') => {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (user !== null) headers.authorization = `Bearer ${await signToken(user)}`;
@@ -108,7 +118,7 @@ export async function startTestGateway(options: TestGatewayOptions): Promise<Tes
 export const VIDEO_URL =
   /\/results\/task_kling_.+\.mp4$|\/media\/[0-9a-f-]{36}\/\d+\.mp4\?expires=\d+&signature=/;
 
-export const TASK_FIELDS = `id state model imageUrl audioUrl prompt upstreamTaskId resultUrls videoUrl version creditsCharged
+export const TASK_FIELDS = `id state model imageUrl audioUrl prompt estimatedCredits upstreamTaskId resultUrls videoUrl version creditsCharged
   failure { code message } createdAt updatedAt completedAt events { state source version at message }`;
 
 export interface TaskView {
@@ -215,4 +225,56 @@ export async function waitForState(gateway: TestGateway, id: string, state: stri
     { timeout: 10_000, interval: 25 },
   );
   return task as unknown as TaskView;
+}
+
+/** A file part of a multipart request, named and typed as a client would send it (the gateway ignores both). */
+export interface UploadPart {
+  bytes: Uint8Array<ArrayBuffer>;
+  fileName: string;
+  type: string;
+}
+
+/**
+ * POSTs an operation as a GraphQL multipart request (the spec curl -F and browser FormData follow): the
+ * operation in `operations`, each file under a number in `map` naming the variable it fills.
+ */
+export async function postMultipart(
+  gateway: Pick<TestGateway, 'graphqlUrl'>,
+  operation: { query: string; variables: Record<string, unknown> },
+  files: Record<string, UploadPart>,
+  user: string | null = 'alice',
+): Promise<Response> {
+  const form = new FormData();
+  const paths = Object.keys(files);
+  form.append('operations', JSON.stringify(operation));
+  form.append('map', JSON.stringify(Object.fromEntries(paths.map((path, index) => [String(index), [path]]))));
+  paths.forEach((path, index) => {
+    const part = files[path] as UploadPart;
+    form.append(String(index), new Blob([part.bytes], { type: part.type }), part.fileName);
+  });
+  const headers: Record<string, string> = {};
+  if (user !== null) headers.authorization = `Bearer ${await signToken(user)}`;
+  return fetch(gateway.graphqlUrl, { method: 'POST', headers, body: form });
+}
+
+/** createAvatarTask with its image and/or audio uploaded in the request instead of given as URLs. */
+export async function createTaskWithUploads(
+  gateway: TestGateway,
+  files: { image?: UploadPart; audio?: UploadPart },
+  input: Record<string, unknown> = {},
+  user = 'alice',
+): Promise<CreateResult> {
+  const parts: Record<string, UploadPart> = {};
+  const variables = { input: { ...input } as Record<string, unknown> };
+  for (const field of ['image', 'audio'] as const) {
+    const part = files[field];
+    if (!part) continue;
+    variables.input[field] = null;
+    parts[`variables.input.${field}`] = part;
+  }
+  const response = await postMultipart(gateway, { query: CREATE_TASK, variables }, parts, user);
+  const result = (await response.json()) as GraphQLResponse<{ createAvatarTask: CreateResult }>;
+  if (!result.data)
+    throw new Error(`createAvatarTask failed (${response.status}): ${JSON.stringify(result.errors)}`);
+  return result.data.createAvatarTask;
 }

@@ -321,7 +321,14 @@ describe.each(databaseKinds())('HTTP and auth on %s', (kind) => {
         const viewer = await post(app.graphqlUrl, '{ viewer { id } }', `Bearer ${token}`);
         expect(viewer.body).toEqual({ data: { viewer: { id: 'developer' } } });
 
-        const created = await post(app.graphqlUrl, CREATE_TASK, `Bearer ${token}`, { input: sampleInput() });
+        // Development checks URL inputs (and the simulator downloads them): the simulator's samples pass.
+        const samples = `${app.url}/simulator/samples`;
+        const created = await post(app.graphqlUrl, CREATE_TASK, `Bearer ${token}`, {
+          input: { imageUrl: `${samples}/face.png`, audioUrl: `${samples}/voice.wav` },
+        });
+        expect(created.body).toMatchObject({
+          data: { createAvatarTask: { task: { estimatedCredits: 48 } } },
+        });
         const task = (created.body.data as { createAvatarTask: { task: { id: string } } }).createAvatarTask
           .task;
         let videoUrl = '';

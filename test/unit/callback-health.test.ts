@@ -14,6 +14,7 @@ function finished(durationMs: number): AvatarTaskRow {
     imageUrl: 'https://example.com/face.png',
     audioUrl: 'https://example.com/voice.mp3',
     prompt: null,
+    estimatedCredits: null,
     idempotencyKey: null,
     inputHash: 'hash',
     callbackSecret: 'secret',

@@ -104,17 +104,22 @@ builder.node(AvatarTask, {
     model: t.expose('model', { type: AvatarModelEnum, description: 'The model rendering it.' }),
     // Costs as long as the longest input allowed (2,048 and 5,000 characters).
     imageUrl: t.exposeString('imageUrl', {
-      description: 'The face image, as given.',
+      description: 'The face image, as given, or where kie.ai keeps the uploaded one (for 3 days).',
       extensions: costOfValue(2_048),
     }),
     audioUrl: t.exposeString('audioUrl', {
-      description: 'The voice recording, as given.',
+      description: 'The voice recording, as given, or where kie.ai keeps the uploaded one (for 3 days).',
       extensions: costOfValue(2_048),
     }),
     prompt: t.exposeString('prompt', {
       nullable: true,
       description: 'Optional guidance for the animation.',
       extensions: costOfValue(5_000),
+    }),
+    estimatedCredits: t.exposeFloat('estimatedCredits', {
+      nullable: true,
+      description:
+        "What the task should cost in kie.ai credits: kie.ai's price per second of video for the model (16 for PRO, 8 for STANDARD) times the audio's duration, read from its headers before the task was sent. Null when the duration could not be read, or URL checks are off.",
     }),
     upstreamTaskId: t.exposeString('upstreamTaskId', {
       nullable: true,

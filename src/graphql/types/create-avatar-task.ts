@@ -7,13 +7,22 @@ const CreateAvatarTaskInput = builder.inputType('CreateAvatarTaskInput', {
   description: 'A face image and a voice recording to turn into a talking-avatar video.',
   fields: (t) => ({
     imageUrl: t.string({
-      required: true,
-      description: 'Public http(s) URL of a JPEG or PNG face image (at most 10 MB), at most 2048 characters.',
+      description:
+        'Public http(s) URL of a JPEG, PNG or WebP face image (at most 10 MB), at most 2048 characters. It is fetched once to check it before anything is paid. Give this or image.',
     }),
     audioUrl: t.string({
-      required: true,
       description:
-        'Public http(s) URL of the voice recording (mp3, wav, aac, m4a, ogg); the video is as long.',
+        'Public http(s) URL of the voice recording (mp3, wav, aac, m4a, ogg; at most 10 MB); the video is as long. Checked like imageUrl, and its duration gives estimatedCredits. Give this or audio.',
+    }),
+    image: t.field({
+      type: 'File',
+      description:
+        'The face image itself, as a file of a multipart request (JPEG, PNG or WebP by its bytes, at most 10 MB), instead of imageUrl.',
+    }),
+    audio: t.field({
+      type: 'File',
+      description:
+        'The voice recording itself, as a file of a multipart request (mp3, wav, aac, m4a or ogg by its bytes, at most 10 MB), instead of audioUrl.',
     }),
     prompt: t.string({ description: 'Optional guidance for the animation, at most 5000 characters.' }),
     model: t.field({
