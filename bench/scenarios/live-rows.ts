@@ -1,5 +1,6 @@
 import type { StepResult } from '../lib/callback-steps.js';
 import { describeGc, type GcStats } from '../lib/child.js';
+import { describeRatios, type RunsResult } from '../lib/runs.js';
 import { type ResultRow, ratioRow } from './types.js';
 
 export interface LiveRowsOptions {
@@ -14,6 +15,26 @@ export interface LiveRowsOptions {
   segments: number;
   segmentMs: number;
   gatewayGc: GcStats | undefined;
+}
+
+/**
+ * The rows of a scenario that ran its segments several times (bench/lib/runs.ts): latencies from the median
+ * run, every run's p99 ratio in the note, delivery over all runs.
+ */
+export function liveUpdateRunRows(runs: RunsResult, options: LiveRowsOptions): ResultRow[] {
+  const rows = liveUpdateRows(runs.median.gateway, runs.median.baseline, options);
+  const delivery = liveUpdateRows(runs.all.gateway, runs.all.baseline, options)[2];
+  const [p99, p50] = rows;
+  if (!p99 || !p50 || !delivery) return rows;
+  if (runs.ratios.length < 2) return [p99, p50, delivery];
+  return [
+    {
+      ...p99,
+      note: `the median of ${runs.ratios.length} runs, whose p99 ratios were ${describeRatios(runs.ratios)}; each run: ${p99.note ?? ''}`,
+    },
+    p50,
+    delivery,
+  ];
 }
 
 /**

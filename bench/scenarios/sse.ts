@@ -1,15 +1,10 @@
-import {
-  type CallbackDriver,
-  openLiveSide,
-  pooled,
-  type StepResult,
-  withoutSamples,
-} from '../lib/callback-steps.js';
+import { type CallbackDriver, openLiveSide, type StepResult, withoutSamples } from '../lib/callback-steps.js';
 import { describeGc, type GcStats } from '../lib/child.js';
 import type { ServerProcess } from '../lib/processes.js';
+import { alternatingRuns } from '../lib/runs.js';
 import { openSseSubscribers, type SseSubscribers } from '../lib/sse-subscribers.js';
 import { planSubscribers, type SubscriberPlan } from '../lib/subscriber-plan.js';
-import { liveUpdateRows } from './live-rows.js';
+import { liveUpdateRunRows } from './live-rows.js';
 import type { Scenario, ScenarioContext } from './types.js';
 
 /**
@@ -47,7 +42,10 @@ export const sseScenario: Scenario = {
   name: 'sse',
   async run(context) {
     const count = context.quick ? 200 : 2_000;
-    const segments = context.quick ? 2 : 5;
+    // Three runs in a full run (the median reported, see bench/lib/runs.ts) of four segments each: 2,000 tasks
+    // carry 6,000 events, and three runs of five would leave none for the warm-up.
+    const runs = context.quick ? 1 : 3;
+    const segments = context.quick ? 2 : 4;
     const segmentMs = context.quick ? 500 : 2_000;
     // SSE has no multiplexing: one connection per subscriber, on both sides at once.
     const gatewayPlan = await planSubscribers('sse', count);
@@ -64,17 +62,17 @@ export const sseScenario: Scenario = {
       if (context.profile) context.log(`heap snapshot ${await gatewayServer.heapSnapshot('sse-subscribed')}`);
       const baseline = await openSide(context, 'baseline', baselineServer, baselinePlan);
       sides.push(baseline);
-      await gateway.driver.warmUp(segmentMs);
-      await baseline.driver.warmUp(segmentMs);
-      for (let segment = 0; segment < segments; segment++) {
-        const order = segment % 2 === 0 ? [gateway, baseline] : [baseline, gateway];
-        for (const side of order) {
-          const step = await side.driver.step(RATE, segmentMs, Number.POSITIVE_INFINITY);
-          if (step) side.segments.push(step);
-        }
-      }
-      const g = pooled(gateway.segments, Number.POSITIVE_INFINITY);
-      const b = pooled(baseline.segments, Number.POSITIVE_INFINITY);
+      await gateway.driver.warmUp(segmentMs / 2);
+      await baseline.driver.warmUp(segmentMs / 2);
+      const compared = await alternatingRuns(gateway, baseline, {
+        runs,
+        segments,
+        segmentMs,
+        rate: RATE,
+        maxP99Ms: Number.POSITIVE_INFINITY,
+      });
+      const g = compared.median.gateway;
+      const b = compared.median.baseline;
       const gatewayGc = (await gatewayServer.stats<{ gc: GcStats }>()).gc;
       const baselineGc = (await baselineServer.stats<{ gc: GcStats }>()).gc;
       context.log(`GC during the run: gateway ${describeGc(gatewayGc)}; baseline ${describeGc(baselineGc)}`);
@@ -93,7 +91,7 @@ export const sseScenario: Scenario = {
       );
       return {
         rows: [
-          ...liveUpdateRows(g, b, {
+          ...liveUpdateRunRows(compared, {
             scenario: 'sse',
             rate: RATE,
             subscribers: `${count.toLocaleString('en-US')} subscribers`,
@@ -118,6 +116,7 @@ export const sseScenario: Scenario = {
           segmentMs,
           heapPerStream: { gateway: gatewayBytes, baseline: baselineBytes },
           gc: { gateway: gatewayGc, baseline: baselineGc },
+          runRatios: compared.ratios,
           gateway: { at200: g && withoutSamples(g), segments: gateway.segments.map(withoutSamples) },
           baseline: { at200: b && withoutSamples(b), segments: baseline.segments.map(withoutSamples) },
         },
