@@ -76,10 +76,13 @@ describe.skipIf(!hasChromium)('GraphiQL in Chromium, development mode', () => {
       await page.locator('.graphiql-tab', { hasText: 'CreateTask' }).first().click();
       let key: string | undefined;
       await expect
-        .poll(async () => {
-          key = /walkthrough-[0-9a-f]{32}/.exec(await text(page.locator('.graphiql-query-editor')))?.[0];
-          return key;
-        })
+        .poll(
+          async () => {
+            key = /walkthrough-[0-9a-f]{32}/.exec(await text(page.locator('.graphiql-query-editor')))?.[0];
+            return key;
+          },
+          { timeout: 20_000, interval: 100 },
+        )
         .toBeTruthy();
       await page.close();
       return key;
