@@ -25,6 +25,15 @@ const HISTORY = `query History($first: Int!, $after: String) {
 }`;
 
 const $ = (id) => document.getElementById(id);
+
+// The built-in simulator's sample face and 3-second voice, served by the gateway itself: inputs are checked
+// before a task is paid for, so they must be files that exist (see the README's "Checked inputs").
+for (const [id, sample] of [
+  ['image-url', 'face.png'],
+  ['audio-url', 'voice.wav'],
+]) {
+  if (!$(id).value) $(id).value = new URL(`/simulator/samples/${sample}`, location.href).toString();
+}
 let socket;
 let stopWatching = () => {};
 let historyCursor = null;

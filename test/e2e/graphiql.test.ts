@@ -73,11 +73,13 @@ describe.skipIf(!hasChromium)('GraphiQL in Chromium, development mode', () => {
       expect(response?.headers()['content-encoding']).toBe('br');
       await page.locator('.graphiql-query-editor .monaco-editor').waitFor({ timeout: 20_000 });
       // A later load restores the tabs GraphiQL kept (and opens an empty one): the walkthrough is its own tab.
-      await page.locator('.graphiql-tab', { hasText: 'CreateTask' }).first().click();
       let key: string | undefined;
       await expect
         .poll(
           async () => {
+            // Clicked on every try: GraphiQL restores its tabs after the editor appears, and a click that
+            // lands while it does so leaves the editor on another tab.
+            await page.locator('.graphiql-tab', { hasText: 'CreateTask' }).first().click();
             key = /walkthrough-[0-9a-f]{32}/.exec(await text(page.locator('.graphiql-query-editor')))?.[0];
             return key;
           },
