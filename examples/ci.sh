@@ -36,6 +36,8 @@ curl -fsS --max-time 2 "$url/readyz" >/dev/null || { cat "$log" >&2; echo "the g
 
 token="$(cd "$root" && node --import tsx src/bin/token.ts example-user)"
 export GATEWAY_URL="$url/graphql" TOKEN="$token" DEADLINE_MS=60000
+# The built-in simulator downloads a task's inputs, as kie does: its own sample files exist.
+export IMAGE_URL="$url/simulator/samples/face.png" AUDIO_URL="$url/simulator/samples/voice.wav"
 if ! npm start --silent; then
   cat "$log" >&2
   exit 1

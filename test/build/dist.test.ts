@@ -33,7 +33,12 @@ describe('the built gateway, node dist/main.js', () => {
       });
       return ((await response.json()) as { data: T }).data;
     };
-    const created = await graphql<{ createAvatarTask: CreateResult }>(CREATE_TASK, { input: sampleInput() });
+    // The built-in simulator downloads a task's inputs, as kie does: its own sample files exist.
+    const input = sampleInput({
+      imageUrl: `${gateway.url}/simulator/samples/face.png`,
+      audioUrl: `${gateway.url}/simulator/samples/voice.wav`,
+    });
+    const created = await graphql<{ createAvatarTask: CreateResult }>(CREATE_TASK, { input });
     expect(created.createAvatarTask.__typename).toBe('CreateAvatarTaskSuccess');
     const id = 'task' in created.createAvatarTask ? created.createAvatarTask.task.id : '';
     await expect
