@@ -60,7 +60,8 @@ export async function prepareDatabase(adminUrl = process.env.BENCH_DATABASE_URL 
     url: url.toString(),
     sql,
     async truncate() {
-      await sql`truncate avatar_task_events, avatar_tasks`;
+      // Cascade: every table that refers to a task (stored results, ...) is emptied with it.
+      await sql`truncate avatar_task_events, avatar_tasks cascade`;
     },
     async seed(tasks) {
       for (let start = 0; start < tasks.length; start += 1000) {
