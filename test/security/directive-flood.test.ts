@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attack,
   expectRefusedOnEveryStream,
+  LOOP_STALL_LIMIT_MS,
   longestLoopDelayMs,
   type ProductionStack,
   startProductionStack,
@@ -12,7 +13,6 @@ import {
 // after 2,000 tokens, whatever the document's size under the cap) and MAX_QUERY_DIRECTIVES, on HTTP, both SSE
 // paths and graphql-ws.
 
-const LOOP_DELAY_ALLOWED_MS = 500; // target 100 ms; room for a loaded CI machine, as in query-flood.test.ts
 const directives = (count: number) => '@include(if: true) '.repeat(count);
 
 describe('seen 2: a million @include', () => {
@@ -47,7 +47,7 @@ describe('seen 2: a million @include', () => {
     );
     // 413, or no answer when the gateway closed before the rest was written (see query-flood.test.ts).
     for (const answer of result) expect([413, 0]).toContain(answer.status);
-    expect(maxMs).toBeLessThan(LOOP_DELAY_ALLOWED_MS);
+    expect(maxMs).toBeLessThan(LOOP_STALL_LIMIT_MS);
   });
 
   it('MAX_QUERY_TOKENS, MAX_QUERY_DIRECTIVES: refused under the body cap, on HTTP', async () => {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attack,
   distinctPaddedQuery,
+  LOOP_STALL_LIMIT_MS,
   longestLoopDelayMs,
   type ProductionStack,
   paddedQueryBody,
@@ -17,7 +18,6 @@ import {
 
 const MB = 1024 * 1024;
 const CAP = 102_400;
-const LOOP_DELAY_ALLOWED_MS = 500;
 
 describe('seen 1: a flood of distinct large queries without a token', () => {
   let stack: ProductionStack;
@@ -70,10 +70,8 @@ describe('seen 1: a flood of distinct large queries without a token', () => {
     expect(held).toBeLessThan(100 * MB);
     expect(failures).toEqual([]);
     expect(answered).toBeGreaterThan(0);
-    // The target is 100 ms; the assertion leaves room for a shared, loaded CI machine (the delay measured here
-    // includes the time this process waits for a core). Before the limits, parsing one 23 MB query alone
-    // blocked the loop for seconds.
-    expect(maxMs).toBeLessThan(LOOP_DELAY_ALLOWED_MS);
+    // Before the limits, parsing one 23 MB query alone blocked the loop for seconds.
+    expect(maxMs).toBeLessThan(LOOP_STALL_LIMIT_MS);
   }, 120_000);
 
   it('MAX_REQUEST_BODY_BYTES: the refusal is a GraphQL-shaped 413 on every HTTP path, chunked or not', async () => {
