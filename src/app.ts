@@ -2,6 +2,8 @@ import { createServer, type RequestListener, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createTokenVerifier } from './auth/tokens.js';
+import { createKieCallbackRoute } from './callbacks/callback-route.js';
+import type { KieCallbackOptions } from './callbacks/kie-callback.js';
 import { SeenSignatures } from './callbacks/seen-signatures.js';
 import type { Config } from './config.js';
 import { type DatabaseHandle, openDatabase } from './db/connection.js';
@@ -31,6 +33,7 @@ import { LocalResultStore } from './storage/local-store.js';
 import { createMediaRoute } from './storage/media-route.js';
 import { openResultStore } from './storage/open-store.js';
 import { StoredResultRepository } from './storage/repository.js';
+import { createResultFetcher } from './storage/result-fetcher.js';
 import { ResultLinks } from './storage/result-links.js';
 import { TaskRepository } from './tasks/repository.js';
 import { TaskService } from './tasks/service.js';
@@ -170,19 +173,26 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       urlTtlS: config.storage.urlTtlS,
       kieUrlFreshS: config.storage.kieUrlFreshS,
     });
-    const copier = resultStore
-      ? new ResultCopier({
-          repository: storedResults,
-          store: resultStore,
-          kie,
-          logger,
-          metrics,
-          settings: config.storage,
-          intervalMs: config.storage.copyIntervalMs,
-          leaseMs: config.poller.leaseMs,
-          tickTimeoutMs: config.poller.tickTimeoutMs,
-        })
-      : undefined;
+    const kieOrigins = simulator
+      ? [new URL(publicUrl).origin, new URL(localUrl).origin]
+      : [new URL(config.kie.apiUrl).origin];
+    const resultDownloads = resultStore ? createResultFetcher(config, kieOrigins) : undefined;
+    if (resultDownloads) cleanup.push(() => resultDownloads.close());
+    const copier =
+      resultStore && resultDownloads
+        ? new ResultCopier({
+            repository: storedResults,
+            store: resultStore,
+            kie,
+            fetcher: resultDownloads,
+            logger,
+            metrics,
+            settings: config.storage,
+            intervalMs: config.storage.copyIntervalMs,
+            leaseMs: config.poller.leaseMs,
+            tickTimeoutMs: config.poller.tickTimeoutMs,
+          })
+        : undefined;
     const submitLeaseMs = config.poller.leaseMs;
     const creditBreaker = new CreditBreaker(config.kie.creditsCooldownMs, logger, (paused) =>
       metrics.createsPaused.set(paused ? 1 : 0),
@@ -216,7 +226,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       maxPendingSubmits: config.poller.maxPendingSubmits,
     });
     const watched = new WatchedTasks(repository, {
-      leaseMs: config.poller.leaseMs,
+      leaseMs: config.poller.watchedLeaseMs,
       pollIntervalMs: config.poller.watchedIntervalMs,
       logger,
     });
@@ -224,6 +234,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const updates = new TaskUpdates(repository, new SignalDispatcher(bus), metrics.activeSubscriptions, {
       replayPageSize: config.sinceReplayPageSize,
       watched,
+      storedResults: (taskIds) => storedResults.listForTasks(taskIds),
     });
     const verifier = await createTokenVerifier(config.auth, config.dataDir, config.tokenPolicy);
     const developmentToken = await verifier.signDevelopmentToken?.('developer');
@@ -252,6 +263,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       watchedPollIntervalMs: config.poller.watchedIntervalMs,
     });
     const cors = new CorsPolicy(config.edge.corsOrigins, config.edge.corsCredentials);
+    const callbacks: KieCallbackOptions = {
+      service,
+      hmacKey: config.kie.webhookHmacKey,
+      seenSignatures: new SeenSignatures(database.db, repository, logger),
+      confirmCallbacks: config.kie.confirmCallbacks,
+      logger,
+      metrics,
+    };
     const yoga = createGatewayYoga({
       services: {
         tasks: service,
@@ -262,14 +281,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         kieAccount: { balance: kieBalance, creditBreaker },
       },
       verifier,
-      callbacks: {
-        service,
-        hmacKey: config.kie.webhookHmacKey,
-        seenSignatures: new SeenSignatures(database.db, repository, logger),
-        confirmCallbacks: config.kie.confirmCallbacks,
-        logger,
-        metrics,
-      },
+      callbacks,
       metrics,
       logger,
       // Not ready while any of the three is unwell: a ready gateway must be able to store, hear and poll.
@@ -316,6 +328,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const securityHeaders = createSecurityHeaders({ https: config.edge.https });
     // The folder's copies are served by node's own request and response: `send` streams the file with ranges.
     const media = resultStore instanceof LocalResultStore ? createMediaRoute(resultStore) : undefined;
+    // kie's callbacks too: what yoga would add to them is the live updates' event loop time.
+    const callbackRoute = createKieCallbackRoute(callbacks);
     serve = (req, res) => {
       const requestId = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
       res.setHeader(REQUEST_ID_HEADER, requestId);
@@ -324,6 +338,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       // Everything this request does, logs and errors included, knows its id (request-context.ts).
       return withRequestId(requestId, () => {
         if (media?.handles(req)) return media.serve(req, res);
+        if (callbackRoute.handles(req)) return void callbackRoute.serve(req, res);
         return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
       });
     };
@@ -369,6 +384,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
           pingDatabase: () => database.ping(),
           release: [
             ...(copier ? [{ name: 'result copier', run: () => copier.stop() }] : []),
+            ...(resultDownloads ? [{ name: 'result downloads', run: () => resultDownloads.close() }] : []),
             { name: 'stream deadlines', run: () => streamLimits.clock.stop() },
             { name: 'watched tasks', run: () => watched.stop() },
             { name: 'kie balance', run: () => kieBalance.stop() },

@@ -144,6 +144,10 @@ export const envSchema = z.object({
     intFrom(100).default(1500),
     'while a live subscriber (on any instance) watches a task, it is checked with kie this often, before unwatched tasks and within `KIE_MAX_QUERIES_PER_S`, so a UI sees `QUEUING` and `GENERATING`',
   ),
+  WATCHED_LEASE_MS: documented(
+    intFrom(100).default(60_000),
+    "how long a task stays marked watched without renewal (renewed every third of it while a stream is open): a dead instance's watches lapse within it, and every open stream costs a row update that often",
+  ),
   TASK_TIMEOUT_MS: documented(
     intFrom(1).default(1_800_000),
     'a task unfinished by then ends `FAILED` with `TIMEOUT`',
@@ -349,7 +353,7 @@ export const envSchema = z.object({
   ),
   ALLOW_PRIVATE_INPUT_URLS: documented(
     flag.optional(),
-    "the input check's SSRF guard lets loopback, private and link-local addresses through",
+    'the SSRF guard of input checks and result copies lets loopback, private and link-local addresses through',
     { defaultText: '`false` in production, `true` otherwise', example: 'false' },
   ),
   INPUT_CHECK_TIMEOUT_MS: documented(
@@ -525,6 +529,8 @@ export interface Config {
     workTimeoutMs: number;
     /** How often a task a live subscriber watches is checked with kie, within KIE_MAX_QUERIES_PER_S. */
     watchedIntervalMs: number;
+    /** How long a watch mark holds without renewal (WATCHED_LEASE_MS). */
+    watchedLeaseMs: number;
   };
   /** Deadlines of every wait on the database (postgres.js and PGlite alike). */
   database: DatabaseDeadlines & {
@@ -752,6 +758,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       tickTimeoutMs: e.POLL_TICK_TIMEOUT_MS,
       workTimeoutMs: e.POLL_WORK_TIMEOUT_MS,
       watchedIntervalMs: e.WATCHED_POLL_INTERVAL_MS,
+      watchedLeaseMs: e.WATCHED_LEASE_MS,
     },
     database: {
       connectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,

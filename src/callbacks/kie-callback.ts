@@ -31,29 +31,89 @@ export interface KieCallbackOptions {
 
 const envelopeSchema = z.object({ data: z.unknown() });
 
+/** What a callback answer reads of its request: node's own request or a fetch `Request` alike. */
+export interface CallbackRequest {
+  method: string;
+  /** A header's value (duplicates joined with ", "), or null when it was not sent. */
+  header(name: string): string | null;
+  /** The body's chunks; stopping the iteration early cuts the transfer. */
+  body: AsyncIterable<Uint8Array> | null;
+}
+
+export interface CallbackAnswer {
+  status: number;
+  message: string;
+}
+
+/** The JSON body every callback answer has. */
+export function callbackAnswerBody(answer: CallbackAnswer): string {
+  return JSON.stringify({ ok: answer.status === 200, message: answer.message });
+}
+
 /**
  * kie's callback: `POST /callbacks/kie/<taskId>/<secret>`. The per-task secret proves the URL was ours for
  * this task; the optional HMAC proves kie sent it. Nothing is written unless both hold, and the snapshot goes
  * through the same state machine as the poller's, so duplicates and stale callbacks change nothing.
  */
-export function handleKieCallback(request: Request, pathname: string, options: KieCallbackOptions) {
-  const [taskId = ''] = pathname.slice(CALLBACK_PATH_PREFIX.length).split('/');
+export function answerKieCallback(
+  request: CallbackRequest,
+  pathname: string,
+  options: KieCallbackOptions,
+): Promise<CallbackAnswer> {
+  const path = callbackPath(pathname);
   return inSpan(
     'kie.callback',
-    { kind: SpanKind.SERVER, attributes: { [TASK_ID]: taskId } },
+    { kind: SpanKind.SERVER, attributes: { [TASK_ID]: path.taskId } },
     async (span) => {
-      const response = await answer(request, pathname, options);
-      span.setAttribute('http.response.status_code', response.status);
-      options.metrics.callbacks.inc({ status: String(response.status) });
-      return response;
+      const result = await answer(request, path, options);
+      span.setAttribute('http.response.status_code', result.status);
+      options.metrics.callbacks.inc({ status: String(result.status) });
+      return result;
     },
   );
 }
 
-async function answer(request: Request, pathname: string, options: KieCallbackOptions): Promise<Response> {
+/** The callback as a yoga route, for what the node route leaves to yoga (see callback-route.ts). */
+export async function handleKieCallback(
+  request: Request,
+  pathname: string,
+  options: KieCallbackOptions,
+): Promise<Response> {
+  const answered = await answerKieCallback(
+    {
+      method: request.method,
+      header: (name) => request.headers.get(name),
+      // Node's and whatwg-node's streams are async iterable; the DOM typings do not say so.
+      body: request.body as AsyncIterable<Uint8Array> | null,
+    },
+    pathname,
+    options,
+  );
+  return new Response(callbackAnswerBody(answered), {
+    status: answered.status,
+    headers: { 'content-type': 'application/json' },
+  });
+}
+
+/** `<taskId>/<secret>` after the prefix; anything else (a part missing, one too many) names no task. */
+interface CallbackPath {
+  taskId: string;
+  secret: string;
+  wellFormed: boolean;
+}
+
+function callbackPath(pathname: string): CallbackPath {
+  const [taskId = '', secret = '', ...rest] = pathname.slice(CALLBACK_PATH_PREFIX.length).split('/');
+  return { taskId, secret, wellFormed: taskId !== '' && secret !== '' && rest.length === 0 };
+}
+
+async function answer(
+  request: CallbackRequest,
+  { taskId, secret, wellFormed }: CallbackPath,
+  options: KieCallbackOptions,
+): Promise<CallbackAnswer> {
   if (request.method !== 'POST') return reply(405, 'use POST');
-  const [taskId, secret, ...rest] = pathname.slice(CALLBACK_PATH_PREFIX.length).split('/');
-  if (!taskId || !secret || rest.length > 0) return reply(404, 'no such task');
+  if (!wellFormed) return reply(404, 'no such task');
 
   const body = await readCapped(request, MAX_CALLBACK_BYTES);
   if (body === null) return reply(413, `body over ${MAX_CALLBACK_BYTES} bytes`);
@@ -70,13 +130,13 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
   try {
     // The HMAC needs no row: checked first, so that only a signature kie made is recorded with the lookup.
     const problem = options.hmacKey
-      ? checkSignature(request.headers, snapshot.upstreamTaskId, options.hmacKey, options.now ?? Date.now)
+      ? checkSignature(request, snapshot.upstreamTaskId, options.hmacKey, options.now ?? Date.now)
       : null;
     let task: AvatarTaskRow | undefined;
     let firstUse = true;
     if (options.hmacKey && !problem) {
-      signature = request.headers.get('x-webhook-signature') ?? '';
-      const timestamp = Number(request.headers.get('x-webhook-timestamp'));
+      signature = request.header('x-webhook-signature') ?? '';
+      const timestamp = Number(request.header('x-webhook-timestamp'));
       const expiresAt = new Date((timestamp + SIGNATURE_WINDOW_SECONDS) * 1000);
       ({ task, firstUse } = await options.seenSignatures.taskRecordingFirstUse(taskId, signature, expiresAt));
     } else {
@@ -117,13 +177,13 @@ async function answer(request: Request, pathname: string, options: KieCallbackOp
 }
 
 function checkSignature(
-  headers: Headers,
+  request: CallbackRequest,
   upstreamTaskId: string,
   key: string,
   now: () => number,
 ): string | null {
-  const timestamp = headers.get('x-webhook-timestamp');
-  const signature = headers.get('x-webhook-signature');
+  const timestamp = request.header('x-webhook-timestamp');
+  const signature = request.header('x-webhook-signature');
   if (!timestamp || !signature) return 'missing webhook signature';
   const seconds = Number(timestamp);
   if (!/^\d+$/.test(timestamp) || Math.abs(now() / 1000 - seconds) > SIGNATURE_WINDOW_SECONDS) {
@@ -140,29 +200,24 @@ function sameSecret(given: string, expected: string): boolean {
 }
 
 /** The body as text, or null when it is larger than `limit` bytes, without buffering more than that. */
-async function readCapped(request: Request, limit: number): Promise<string | null> {
-  const declared = Number(request.headers.get('content-length') ?? 0);
+async function readCapped(request: CallbackRequest, limit: number): Promise<string | null> {
+  const declared = Number(request.header('content-length') ?? 0);
   if (declared > limit) return null;
   if (!request.body) return '';
   const chunks: Uint8Array[] = [];
   let size = 0;
   // An oversized body is read to its end and dropped, so the sender gets its 413: stopping early would
   // either cancel the stream (the socket is destroyed and the sender sees an empty reply) or leave the
-  // sender blocked on a body nobody reads. Past MAX_DRAIN_BYTES the connection is cut instead.
-  const reader = request.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_DRAIN_BYTES) {
-      await reader.cancel().catch(() => {});
-      return null;
-    }
-    if (size <= limit) chunks.push(value);
+  // sender blocked on a body nobody reads. Past MAX_DRAIN_BYTES the connection is cut instead: leaving the
+  // loop cancels the stream.
+  for await (const chunk of request.body) {
+    size += chunk.byteLength;
+    if (size > MAX_DRAIN_BYTES) return null;
+    if (size <= limit) chunks.push(chunk);
   }
   return size > limit ? null : Buffer.concat(chunks).toString('utf8');
 }
 
-function reply(status: number, message: string): Response {
-  return Response.json({ ok: status === 200, message }, { status });
+function reply(status: number, message: string): CallbackAnswer {
+  return { status, message };
 }

@@ -105,7 +105,11 @@ export const kieCreateSlots = pgTable(
     userId: text('user_id').notNull(),
     takenAt: at('taken_at').notNull(),
   },
-  (t) => [index('kie_create_slots_taken_at_idx').on(t.takenAt)],
+  (t) => [
+    index('kie_create_slots_taken_at_idx').on(t.takenAt),
+    // The fair queue's claim reads the slots of the users it may serve, not every slot (drizzle/0009_*).
+    index('kie_create_slots_user_taken_at_idx').on(t.userId, t.takenAt),
+  ],
 );
 
 /**

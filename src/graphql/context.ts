@@ -3,6 +3,7 @@ import { GraphQLError } from 'graphql';
 import type { Viewer } from '../auth/tokens.js';
 import type { AvatarTaskEventRow, AvatarTaskRow } from '../db/schema.js';
 import { readAgainIfUnavailable } from '../db/unavailable.js';
+import { preloadedStoredResults } from '../storage/preloaded-results.js';
 import type { StoredResultRepository } from '../storage/repository.js';
 import type { ResultLinks } from '../storage/result-links.js';
 import type { TaskRepository } from '../tasks/repository.js';
@@ -77,6 +78,9 @@ class ResultUrlsLoader {
 
   load(task: AvatarTaskRow): Promise<string[]> {
     if (task.state !== 'SUCCEEDED' || task.resultUrls.length === 0) return Promise.resolve([]);
+    // Read with a replay page (see src/storage/preloaded-results.ts): no query of its own.
+    const preloaded = preloadedStoredResults(task);
+    if (preloaded) return this.links.urlsFor(task, preloaded);
     this.loader ??= new DataLoader(
       async (tasks) => {
         const rows = await readAgainIfUnavailable(() =>

@@ -12,10 +12,20 @@ export interface DecodedGlobalId {
  */
 export function decodeGlobalIdOrNothing(globalId: string): DecodedGlobalId {
   try {
-    return decodeGlobalID(globalId);
+    const { typename, id } = decodeGlobalID(globalId);
+    return { typename, id: unsliced(id) };
   } catch {
     return { typename: '', id: globalId };
   }
+}
+
+/**
+ * The id as a string of its own. The decoder splits the decoded text, and V8 makes each part a slice that
+ * keeps the whole text alive; a subscription keeps its task id (and the dispatcher its key) as long as it
+ * lives, so the slice would hold the text twice over.
+ */
+function unsliced(id: string): string {
+  return Buffer.from(id, 'utf8').toString('utf8');
 }
 
 /** Whether a decoded id names a type `node` can load: an object type of this schema implementing Node. */

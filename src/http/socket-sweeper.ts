@@ -84,10 +84,19 @@ export class SocketSweeper {
 
   private closeOverdue(): void {
     const now = Date.now();
-    for (const [socket, deadline] of this.deadlines) {
-      if (deadline.atMs > now) continue;
-      this.deadlines.delete(socket);
-      socket.close(deadline.code, deadline.reason);
-    }
+    const overdue: Array<[WebSocket, Deadline]> = [];
+    for (const entry of this.deadlines) if (entry[1].atMs <= now) overdue.push(entry);
+    if (overdue.length === 0) return;
+    // Closed once the event loop has read what waits on the sockets (immediates run after the poll phase,
+    // timers before it): when thousands of clients connect at once, a connection_init that arrived in time
+    // can sit unread behind other sockets' work, and its client must not be closed with 4408 for that, only
+    // to retry into the same queue.
+    setImmediate(() => {
+      for (const [socket, deadline] of overdue) {
+        if (this.deadlines.get(socket) !== deadline) continue;
+        this.deadlines.delete(socket);
+        socket.close(deadline.code, deadline.reason);
+      }
+    });
   }
 }

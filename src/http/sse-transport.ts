@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-node/server';
-import { type ExecutionResult, GraphQLError, subscribe as graphqlSubscribe, locatedError } from 'graphql';
+import { type ExecutionResult, GraphQLError, locatedError } from 'graphql';
 import type { Logger } from 'pino';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { CorsPolicy } from './cors.js';
 import { unavailableError } from './error-masking.js';
+import { subscribe as subscribeExecuted } from './executed-stream.js';
 import type { OperationGate, OperationParams } from './operation-gate.js';
 import { exceedsBytes, OUTPUT_LIMIT_EXCEEDED, updateTooLarge } from './output-limits.js';
 import { bodyTooLargeResponse, readNodeBody } from './request-body.js';
@@ -65,13 +66,17 @@ export function createSseTransport(options: SseTransportOptions) {
     await sendNodeResponse(response, res, req, false);
   }
 
-  /** Streams a subscription that has started, until it ends or the client leaves. */
-  async function stream(
+  /**
+   * Starts streaming a subscription that has started; it goes on until it ends or the client leaves. Not an
+   * async loop: one would stay suspended, with the request, the response and its closures, for as long as the
+   * stream is idle (see SseResponseStream).
+   */
+  function stream(
     req: IncomingMessage,
     res: ServerResponse,
     iterator: AsyncIterableIterator<ExecutionResult>,
     left: ClientLeft,
-  ) {
+  ): void {
     const request = requestLike(req);
     const cors = getCORSHeadersByRequestAndOptions(request, options.cors.optionsFor(request)) ?? {};
     res.writeHead(200, {
@@ -82,56 +87,17 @@ export function createSseTransport(options: SseTransportOptions) {
       ...cors,
     });
     res.write(':\n\n');
-    const frame = (value: ExecutionResult) => {
-      const shown = value.errors ? { ...value, errors: value.errors.map(mask) } : value;
-      return `event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`;
-    };
-    const send = (value: ExecutionResult) => res.write(frame(value));
-    /** Past either output cap the stream ends with one error naming it, instead of holding the bytes. */
-    const endOverCap = (error: GraphQLError) => {
-      void iterator.return?.();
-      send({ errors: [error] });
-    };
     keepAlive.add(res);
     left.onGone(() => void iterator.return?.());
-    let stalled = false;
-    try {
-      for (;;) {
-        const next = await iterator.next();
-        if (left.gone) return;
-        if (next.done) break;
-        // Not a wait for 'drain': a reader that stops reading would hold the stream, its slot and an update
-        // for as long as it stays open. Its backlog grows by one update per change until past the cap.
-        if (res.writableLength > options.maxBufferedBytes) {
-          stalled = true;
-          endOverCap(
-            new GraphQLError('Reader too slow: over MAX_BUFFERED_BYTES unread', {
-              extensions: { code: OUTPUT_LIMIT_EXCEEDED },
-            }),
-          );
-          break;
-        }
-        const text = frame(next.value);
-        if (exceedsBytes(text, options.maxUpdateBytes)) {
-          endOverCap(updateTooLarge());
-          break;
-        }
-        res.write(text);
-      }
-    } catch (error) {
-      // The stream itself failed (the database, say): one masked error, then the end, as yoga does.
-      if (left.gone) return;
-      send({ errors: [locatedError(error, undefined)] });
-    }
-    if (left.gone) return;
-    res.end('event: complete\ndata:\n\n');
-    // A reader that does not read would keep the backlog in this process: a moment to take it, then it goes.
-    if (stalled) {
-      const timer = setTimeout(() => res.destroy(), STALLED_READER_GRACE_MS);
-      timer.unref();
-      res.once('close', () => clearTimeout(timer));
-    }
+    new SseResponseStream(res, iterator, left, streamOptions).pull();
   }
+
+  const streamOptions: SseResponseStreamOptions = {
+    mask,
+    logger,
+    maxBufferedBytes: options.maxBufferedBytes,
+    maxUpdateBytes: options.maxUpdateBytes,
+  };
 
   return {
     /** True when the request is one this transport answers (it then owns the response). */
@@ -181,7 +147,7 @@ export function createSseTransport(options: SseTransportOptions) {
           await started.return?.();
           return;
         }
-        await stream(req, res, started, left);
+        stream(req, res, started, left);
       } catch (error) {
         logger.error({ err: error }, 'SSE request failed');
         if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
@@ -213,11 +179,13 @@ export function createSseTransport(options: SseTransportOptions) {
     if (!admission.admitted || admission.operation !== 'subscription') return undefined;
     const { document } = admission;
     const { schema, contextFactory } = admission.envelope;
-    const contextValue = await contextFactory();
+    // Copied into a plain object, as a graphql-ws socket's (see socket-context.ts): the envelope's context comes
+    // out with a hidden class of its own, about 360 bytes of shape kept by every open stream.
+    const contextValue = Object.assign({}, await contextFactory());
     const result = await gate.observe(
       { transport: 'sse', document, operationName: params.operationName },
       async () =>
-        graphqlSubscribe({
+        subscribeExecuted({
           schema,
           document,
           contextValue,
@@ -239,6 +207,106 @@ export function createSseTransport(options: SseTransportOptions) {
 
 /** How long a reader past MAX_BUFFERED_BYTES has to take its backlog after the end, before it is cut. */
 const STALLED_READER_GRACE_MS = 5_000;
+
+interface SseResponseStreamOptions {
+  mask: (error: GraphQLError) => GraphQLError;
+  logger: Logger;
+  maxBufferedBytes: number;
+  maxUpdateBytes: number;
+}
+
+/**
+ * One open SSE response: asks its subscription for the next result once the last one is written, as one small
+ * object, so an idle stream holds no suspended function (about 1 KB of each open stream).
+ */
+class SseResponseStream {
+  /** Ended over MAX_BUFFERED_BYTES: the reader gets a moment to take its backlog, then the socket goes. */
+  private stalled = false;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly iterator: AsyncIterableIterator<ExecutionResult>,
+    private readonly left: ClientLeft,
+    private readonly options: SseResponseStreamOptions,
+  ) {}
+
+  pull(): void {
+    this.iterator
+      .next()
+      .then(
+        (next) => this.forward(next),
+        (error: unknown) => this.fail(error),
+      )
+      .catch((error: unknown) => {
+        this.options.logger.error({ err: error }, 'SSE request failed');
+        this.res.destroy();
+      });
+  }
+
+  private forward(next: IteratorResult<ExecutionResult>): void {
+    if (this.left.gone) return;
+    if (next.done) {
+      this.finish();
+      return;
+    }
+    let text: string;
+    try {
+      // Not a wait for 'drain': a reader that stops reading would hold the stream, its slot and an update
+      // for as long as it stays open. Its backlog grows by one update per change until past the cap.
+      if (this.res.writableLength > this.options.maxBufferedBytes) {
+        this.stalled = true;
+        this.endOverCap(
+          new GraphQLError('Reader too slow: over MAX_BUFFERED_BYTES unread', {
+            extensions: { code: OUTPUT_LIMIT_EXCEEDED },
+          }),
+        );
+        return;
+      }
+      text = frame(next.value, this.options.mask);
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    if (exceedsBytes(text, this.options.maxUpdateBytes)) {
+      this.endOverCap(updateTooLarge());
+      return;
+    }
+    this.res.write(text);
+    this.pull();
+  }
+
+  /** The stream itself failed (the database, say): one masked error, then the end, as yoga does. */
+  private fail(error: unknown): void {
+    if (this.left.gone) return;
+    this.res.write(frame({ errors: [locatedError(error, undefined)] }, this.options.mask));
+    this.finish();
+  }
+
+  /** Past either output cap the stream ends with one error naming it, instead of holding the bytes. */
+  private endOverCap(error: GraphQLError): void {
+    void this.iterator.return?.();
+    this.res.write(frame({ errors: [error] }, this.options.mask));
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.left.gone) return;
+    const { res } = this;
+    res.end('event: complete\ndata:\n\n');
+    // A reader that does not read would keep the backlog in this process: a moment to take it, then it goes.
+    if (this.stalled) {
+      const timer = setTimeout(() => res.destroy(), STALLED_READER_GRACE_MS);
+      timer.unref();
+      res.once('close', () => clearTimeout(timer));
+    }
+  }
+}
+
+/** One result as an SSE `next` event, its errors masked and serialised as yoga does. */
+function frame(value: ExecutionResult, mask: (error: GraphQLError) => GraphQLError): string {
+  const shown = value.errors ? { ...value, errors: value.errors.map(mask) } : value;
+  return `event: next\ndata: ${JSON.stringify(wire(shown))}\n\n`;
+}
 
 /** start()'s answer when the user's open-stream slots are all taken. */
 const TOO_MANY_STREAMS = Symbol('too many streams');

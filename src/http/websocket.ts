@@ -1,15 +1,18 @@
 import type { Server } from 'node:http';
-import { GraphQLError, subscribe as graphqlSubscribe } from 'graphql';
-import { type Context, makeServer, type OperationResult } from 'graphql-ws';
+import { type ExecutionArgs, type ExecutionResult, GraphQLError } from 'graphql';
+import { type Context, MessageType, makeServer } from 'graphql-ws';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type TokenVerifier, type Viewer } from '../auth/tokens.js';
 import type { WebSocketLimits } from '../config.js';
 import type { CorsPolicy } from './cors.js';
 import { unavailableError } from './error-masking.js';
+import { subscribe as subscribeExecuted } from './executed-stream.js';
 import type { OpenStreams } from './open-streams.js';
 import type { OperationGate } from './operation-gate.js';
+import { type SubscriptionContextHolder, sharedSubscriptionContext } from './socket-context.js';
 import { SocketSweeper } from './socket-sweeper.js';
+import { type OperationHooks, runOperation } from './ws-operations.js';
 import { type SocketExtra, serveGraphQLOverWebSocket } from './ws-transport.js';
 import { GRAPHQL_PATH } from './yoga.js';
 
@@ -35,7 +38,12 @@ export interface WebSocketOptions {
   keepAliveMs?: number;
 }
 
-type Extra = SocketExtra & { viewer?: Viewer };
+type Extra = SocketExtra &
+  SubscriptionContextHolder & {
+    viewer?: Viewer;
+    /** graphql-ws's context of this socket, once it is acknowledged: what ws-operations.ts runs with. */
+    protocol?: Context<Record<string, unknown>, Extra>;
+  };
 
 /** graphql-ws's own default for the wait for connection_init. */
 const INIT_TIMEOUT_MS = 3_000;
@@ -69,29 +77,62 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     if (viewer) openStreams.close(viewer.id);
   };
 
-  const { mask } = gate;
-
-  const server = makeServer<Record<string, unknown>, Extra>({
-    // The transport enforces it with the sweeper's shared timer instead of a timer per socket.
-    connectionInitWaitTimeout: Number.POSITIVE_INFINITY,
-    execute: (args) => (args.rootValue as Envelope).execute(args),
-    // Subscriptions run on graphql-js directly: envelop's subscribe wraps every stream in three iterator
-    // layers for yoga's built-in hooks, about 6 KB per idle subscription, a third of its memory (npm run
-    // bench -- --only memory). Those hooks mask errors; onNext and onError below do it with yoga's maskError.
-    // A subscription the database could not start ends with an `error` message, not a result and `complete`:
-    // graphql-ws sends `error` for a stream that throws, and onError below masks it as SERVICE_UNAVAILABLE.
-    subscribe: async (args) => {
+  const hooks: OperationHooks<Extra> = {
+    mask: gate.mask,
+    prepare: async (ctx, _id, params) => {
+      // The operation's slot in ctx.subscriptions is reserved already.
+      if (Object.keys(ctx.subscriptions).length > options.maxSubscriptionsPerSocket) {
+        return [
+          new GraphQLError(`At most ${options.maxSubscriptionsPerSocket} operations per socket`, {
+            extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
+          }),
+        ];
+      }
+      // Only what the context needs: it lives as long as the subscription does.
+      const admission = gate.admit(params, { viewer: ctx.extra.viewer, transport: 'graphql-ws' });
+      if (!admission.admitted) return [...admission.errors];
+      // The subscribe message is let go once the operation starts; what executes is the parsed document,
+      // shared by every operation with the same text.
+      const { document, operation } = admission;
+      const { schema, execute, contextFactory } = admission.envelope;
+      const subscription = operation === 'subscription';
+      return {
+        schema,
+        operationName: params.operationName,
+        document,
+        variableValues: params.variables,
+        // Queries and mutations go through the envelope's plugins, which may keep per-operation state in it.
+        contextValue: subscription
+          ? await sharedSubscriptionContext(ctx.extra, contextFactory)
+          : await contextFactory(),
+        // A subscription keeps its arguments as long as it lives: no envelope to hold on to.
+        rootValue: subscription ? undefined : { execute },
+      };
+    },
+    // Subscriptions run on graphql-js directly, with a leaner result stream (executed-stream.ts): envelop's
+    // subscribe wraps every stream in three iterator layers for yoga's built-in hooks, about 6 KB per idle
+    // subscription, a third of its memory (npm run bench -- --only memory). Those hooks mask errors; the
+    // operation's messages are masked with yoga's maskError instead (ws-operations.ts).
+    // A subscription the database could not start ends with an `error` message, not a result and `complete`,
+    // masked as SERVICE_UNAVAILABLE.
+    run: async (args) => {
+      const root = args.rootValue as Envelope | undefined;
+      if (root) return root.execute(args);
       const result = await gate.observe(
         { transport: 'graphql-ws', document: args.document, operationName: args.operationName },
-        async () => graphqlSubscribe(args),
+        async () => subscribeExecuted(args),
       );
       if (Symbol.asyncIterator in result) return result;
       const unavailable = unavailableError(result);
       return unavailable ? failedStream(unavailable.originalError ?? unavailable) : result;
     },
-    onNext: (_ctx, _id, _payload, _args, result) =>
-      result.errors ? { ...result, errors: result.errors.map(mask) } : undefined,
-    onError: (_ctx, _id, _payload, errors) => errors.map(mask),
+  };
+
+  const server = makeServer<Record<string, unknown>, Extra>({
+    // The transport enforces it with the sweeper's shared timer instead of a timer per socket.
+    connectionInitWaitTimeout: Number.POSITIVE_INFINITY,
+    // `subscribe` messages of acknowledged sockets are run by ws-operations.ts (see `route` below); graphql-ws
+    // answers the others (4401) and every other message.
     onConnect: async (ctx) => {
       // connection_init arrived in time; a slow token check (a JWKS fetch) must not turn into a 4408.
       sweeper.cancelDeadline(ctx.extra.socket);
@@ -116,6 +157,7 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
         return false;
       }
       ctx.extra.viewer = viewer;
+      ctx.extra.protocol = ctx;
       const { socket } = ctx.extra;
       if (viewer.expiresAt)
         sweeper.closeAt(socket, viewer.expiresAt * 1000, CLOSE_FORBIDDEN, 'Token expired');
@@ -124,34 +166,17 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
     onClose: (ctx: Context<Record<string, unknown>, Extra>) => {
       release(ctx.extra.viewer);
       ctx.extra.viewer = undefined;
-    },
-    onSubscribe: async (ctx, _id, params) => {
-      // graphql-ws has already reserved this operation's slot in ctx.subscriptions.
-      if (Object.keys(ctx.subscriptions).length > options.maxSubscriptionsPerSocket) {
-        return [
-          new GraphQLError(`At most ${options.maxSubscriptionsPerSocket} operations per socket`, {
-            extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
-          }),
-        ];
-      }
-      // Only what the context needs: it lives as long as the subscription does.
-      const admission = gate.admit(params, { viewer: ctx.extra.viewer, transport: 'graphql-ws' });
-      if (!admission.admitted) return [...admission.errors];
-      const { document, operation } = admission;
-      const { schema, execute, contextFactory } = admission.envelope;
-      return {
-        schema,
-        operationName: params.operationName,
-        document,
-        variableValues: params.variables,
-        contextValue: await contextFactory(),
-        // A subscription keeps its arguments as long as it lives: no envelope to hold on to.
-        rootValue: operation === 'subscription' ? undefined : { execute },
-      };
+      ctx.extra.protocol = undefined;
     },
   });
   const transport = serveGraphQLOverWebSocket(wss, server, {
     logger,
+    route: (channel, extra, message) => {
+      const ctx = (extra as Extra).protocol;
+      if ((message as { type?: unknown }).type !== MessageType.Subscribe || !ctx?.acknowledged)
+        return undefined;
+      return runOperation(ctx, channel, message, hooks);
+    },
     sweeper,
     initTimeoutMs: INIT_TIMEOUT_MS,
     maxInitPayloadBytes: options.limits.maxInitPayloadBytes,
@@ -168,7 +193,10 @@ export function attachGraphQLWebSocket(options: WebSocketOptions) {
   };
 }
 
-type Envelope = { execute: (args: unknown) => OperationResult };
+/** The envelope's execute: one result, or a stream of them for an operation that defers (run takes both). */
+type Envelope = {
+  execute: (args: ExecutionArgs) => Promise<ExecutionResult | AsyncIterableIterator<ExecutionResult>>;
+};
 
 /** A stream whose first step fails with `error`. */
 function failedStream(error: Error): AsyncIterableIterator<never> {

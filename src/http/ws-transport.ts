@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { exceedsBytes } from './output-limits.js';
 import type { SocketSweeper } from './socket-sweeper.js';
+import type { OperationChannel } from './ws-operations.js';
 
 /** RFC 6455's "message too big", as ws closes a message over maxPayload. */
 const CLOSE_MESSAGE_TOO_BIG = 1009;
@@ -18,6 +19,11 @@ export interface SocketExtra {
 
 export interface WebSocketTransportOptions {
   logger: Logger;
+  /**
+   * Takes a parsed message before graphql-ws does: the promise of its handling, or undefined to leave it to
+   * graphql-ws (see ws-operations.ts).
+   */
+  route?: (channel: OperationChannel, extra: SocketExtra, message: object) => Promise<void> | undefined;
   sweeper: SocketSweeper;
   /** A socket that has not sent connection_init by then is closed with 4408, as graphql-ws does. */
   initTimeoutMs: number;
@@ -61,7 +67,8 @@ export function serveGraphQLOverWebSocket(
       CloseCode.ConnectionInitialisationTimeout,
       'Connection initialisation timeout',
     );
-    const closed = server.opened(new SocketChannel(socket, fail, options), { socket });
+    const extra: SocketExtra = { socket };
+    const closed = server.opened(new SocketChannel(socket, extra, fail, options), extra);
     socket.on('close', (code, reason) => {
       closed(code, String(reason)).catch((error: unknown) =>
         logger.error({ err: error }, 'closing a websocket failed'),
@@ -83,13 +90,14 @@ export function serveGraphQLOverWebSocket(
  * are shared by every socket, where closures would be made per socket (and each named closure carries its
  * own property store under tsx, which keeps function names).
  */
-class SocketChannel implements GraphQLWsSocket {
+class SocketChannel implements GraphQLWsSocket, OperationChannel {
   constructor(
     private readonly socket: WebSocket,
+    private readonly extra: SocketExtra,
     private readonly fail: (socket: WebSocket, error: unknown) => void,
-    private readonly limits: Pick<
+    private readonly options: Pick<
       WebSocketTransportOptions,
-      'maxInitPayloadBytes' | 'maxMessageBytes' | 'maxBufferedBytes'
+      'maxInitPayloadBytes' | 'maxMessageBytes' | 'maxBufferedBytes' | 'route'
     >,
   ) {}
 
@@ -105,11 +113,11 @@ class SocketChannel implements GraphQLWsSocket {
       if (this.socket.readyState !== this.socket.OPEN) return resolve();
       // Checked before the message joins the socket's buffer: past either cap the socket ends, instead of
       // holding an amplified answer or a backlog for a reader that does not read.
-      if (exceedsBytes(data, this.limits.maxMessageBytes)) {
+      if (exceedsBytes(data, this.options.maxMessageBytes)) {
         this.socket.close(CLOSE_MESSAGE_TOO_LARGE, 'Message over MAX_UPDATE_BYTES');
         return resolve();
       }
-      if (this.socket.bufferedAmount > this.limits.maxBufferedBytes) {
+      if (this.socket.bufferedAmount > this.options.maxBufferedBytes) {
         this.socket.close(CLOSE_READER_TOO_SLOW, 'Reader too slow: over MAX_BUFFERED_BYTES unread');
         return resolve();
       }
@@ -121,18 +129,44 @@ class SocketChannel implements GraphQLWsSocket {
     this.socket.close(code, reason);
   }
 
+  failed(error: unknown): void {
+    this.fail(this.socket, error);
+  }
+
   onMessage(handle: (data: string) => Promise<void>): void {
+    // One per socket, not one per message: a message that starts a subscription holds its handler for as
+    // long as the subscription runs.
+    const onFailure = (error: unknown) => this.fail(this.socket, error);
     // Not an async listener: it returns at once instead of staying suspended while the operation lives.
     this.socket.on('message', (data) => {
       if (!this.greeted) {
         this.greeted = true;
-        if (byteLength(data) > this.limits.maxInitPayloadBytes) {
+        if (byteLength(data) > this.options.maxInitPayloadBytes) {
           this.socket.close(CLOSE_MESSAGE_TOO_BIG, 'connection_init too big');
           return;
         }
       }
-      handle(String(data)).catch((error: unknown) => this.fail(this.socket, error));
+      const message = parsedOrText(String(data));
+      const routed =
+        typeof message === 'object' ? this.options.route?.(this, this.extra, message) : undefined;
+      // graphql-ws's type says string; its parseMessage passes anything else on as the message.
+      (routed ?? handle(message as string)).catch(onFailure);
     });
+  }
+}
+
+/**
+ * graphql-ws's message handler keeps its argument for as long as the operation the message started runs. It
+ * parses only strings and takes an already parsed message as well, so it is handed the parsed object alone
+ * and the text (the whole query, a few hundred bytes) is let go at once. Anything but a JSON object goes over
+ * as text, for graphql-ws to refuse as it always does (4400).
+ */
+function parsedOrText(text: string): string | object {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === 'object' && parsed !== null ? parsed : text;
+  } catch {
+    return text;
   }
 }
 

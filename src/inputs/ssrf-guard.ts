@@ -5,7 +5,8 @@ import ipaddr from 'ipaddr.js';
 import { Agent, fetch as undiciFetch } from 'undici';
 
 /**
- * Fetches of URLs a user gave (input images and audio), guarded against server-side request forgery: a URL
+ * Fetches of URLs a user gave (input images and audio) or a callback's body named (result videos: kie's
+ * signature does not cover the body), guarded against server-side request forgery: a URL
  * must not make the gateway reach its own network. Every address a hostname resolves to must be public
  * unicast; the connection is made to the very address that was checked (the check runs inside the socket's
  * own lookup), so a DNS server that answers differently the second time cannot swap it; redirects are
@@ -28,6 +29,11 @@ export interface GuardOptions {
   resolve?: Resolver;
   /** Which addresses may be reached when private ones are not allowed: public unicast by default. */
   allowAddress?: (address: string) => boolean;
+  /**
+   * Origins the operator configured (kie's API, say) and so reached wherever they are, a local simulator
+   * included. Only the hop to such an origin is exempt: a redirect from it elsewhere is checked as any other.
+   */
+  trustedOrigins?: readonly string[];
 }
 
 /** Why a URL could not be fetched, in words for the person who gave it. */
@@ -48,6 +54,9 @@ export interface GuardedRequest {
   /** Ends the exchange early: a deadline shared by several requests. */
   signal?: AbortSignal;
 }
+
+/** undici's response, its body not read yet. */
+export type OpenedResponse = Awaited<ReturnType<typeof undiciFetch>>;
 
 export interface GuardedResponse {
   status: number;
@@ -112,10 +121,16 @@ const describeAddress = (address: string) => `${address}, ${nonPublicRange(addre
 
 export class GuardedFetcher {
   private readonly agent: Agent;
+  /** Connects to the trusted origins without the address check. */
+  private readonly trustedAgent: Agent;
   private readonly allowAddress: (address: string) => boolean;
+  private readonly trustedOrigins: ReadonlySet<string>;
 
   constructor(private readonly options: GuardOptions) {
     this.allowAddress = options.allowAddress ?? isPublic;
+    this.trustedOrigins = new Set(options.trustedOrigins ?? []);
+    // Each check is its own exchange; nothing is gained by keeping a user's server's sockets open.
+    const oneShot = { keepAliveTimeout: 1, keepAliveMaxTimeout: 1 };
     this.agent = new Agent({
       connect: {
         timeout: options.timeoutMs,
@@ -123,10 +138,9 @@ export class GuardedFetcher {
           ? {}
           : { lookup: checkedLookup(options.resolve ?? systemResolver, this.allowAddress) }),
       },
-      // Each check is its own exchange; nothing is gained by keeping a user's server's sockets open.
-      keepAliveTimeout: 1,
-      keepAliveMaxTimeout: 1,
+      ...oneShot,
     });
+    this.trustedAgent = new Agent({ connect: { timeout: options.timeoutMs }, ...oneShot });
   }
 
   /**
@@ -134,19 +148,37 @@ export class GuardedFetcher {
    * default) of the final body, within the configured timeout and `signal`, whichever ends first.
    */
   async get(url: string, request: GuardedRequest = {}): Promise<GuardedResponse> {
-    const { headers = {}, maxBytes = this.options.maxBytes } = request;
+    const { maxBytes = this.options.maxBytes } = request;
     const timeout = AbortSignal.timeout(this.options.timeoutMs);
     const signal = request.signal ? AbortSignal.any([timeout, request.signal]) : timeout;
+    const { response, url: target } = await this.open(url, { ...request, signal });
+    try {
+      const { bytes, complete } = await readAtMost(response.body, Math.min(maxBytes, this.options.maxBytes));
+      return { status: response.status, headers: response.headers as Headers, bytes, complete, url: target };
+    } catch (error) {
+      throw fetchFailure(error, target);
+    }
+  }
+
+  /**
+   * GETs `url` through the guard, following redirects, and gives the final response with its body unread, for
+   * a caller that streams it (a result video is too large to hold). `signal` is its only deadline once
+   * connected: the caller owns it.
+   */
+  async open(
+    url: string,
+    request: { headers?: Record<string, string>; signal: AbortSignal },
+  ): Promise<{ response: OpenedResponse; url: string }> {
     let current = url;
     for (let hop = 0; ; hop++) {
       const target = this.checkedTarget(current);
-      let response: Awaited<ReturnType<typeof undiciFetch>>;
+      let response: OpenedResponse;
       try {
         response = await undiciFetch(target, {
-          headers,
+          headers: request.headers ?? {},
           redirect: 'manual',
-          signal,
-          dispatcher: this.agent,
+          signal: request.signal,
+          dispatcher: this.isTrusted(target) ? this.trustedAgent : this.agent,
         });
       } catch (error) {
         throw fetchFailure(error, target);
@@ -160,26 +192,16 @@ export class GuardedFetcher {
         current = new URL(location, target).toString();
         continue;
       }
-      try {
-        const { bytes, complete } = await readAtMost(
-          response.body,
-          Math.min(maxBytes, this.options.maxBytes),
-        );
-        return {
-          status: response.status,
-          headers: response.headers as Headers,
-          bytes,
-          complete,
-          url: target,
-        };
-      } catch (error) {
-        throw fetchFailure(error, target);
-      }
+      return { response, url: target };
     }
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), this.trustedAgent.close()]);
+  }
+
+  private isTrusted(url: string): boolean {
+    return this.trustedOrigins.has(new URL(url).origin);
   }
 
   /** An http(s) URL without credentials; an address literal is checked here, as no lookup will see it. */
@@ -195,7 +217,7 @@ export class GuardedFetcher {
     }
     if (url.username || url.password) throw new GuardedFetchError('must not carry credentials');
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-    if (!this.options.allowPrivate && isIP(host) && !this.allowAddress(host)) {
+    if (!this.options.allowPrivate && !this.isTrusted(url.href) && isIP(host) && !this.allowAddress(host)) {
       throw new BlockedAddressError(`points at a non-public address (${describeAddress(host)})`);
     }
     return url.toString();

@@ -5,8 +5,10 @@ import type { Logger } from 'pino';
 import type { StorageConfig } from '../config.js';
 import type { StoredResultRow } from '../db/schema.js';
 import { DeadlineExceededError, withDeadline } from '../deadline.js';
+import type { GuardedFetcher } from '../inputs/ssrf-guard.js';
 import type { Metrics } from '../metrics.js';
 import { whileLeased } from '../tasks/lease.js';
+import { outsideRequest } from '../telemetry/request-context.js';
 import { jitteredBackoffMs, type KieClient } from '../upstream/kie-client.js';
 import { DownloadError, type Downloaded, downloadToFile } from './download.js';
 import type { StoredResultRepository } from './repository.js';
@@ -19,6 +21,8 @@ export interface ResultCopierOptions {
   logger: Logger;
   metrics: Metrics;
   settings: StorageConfig;
+  /** The SSRF guard every result download goes through; the copier closes it when it stops. */
+  fetcher: GuardedFetcher;
   /** How often due copies are looked for (retries, other instances' work); a SUCCEEDED here wakes it at once. */
   intervalMs: number;
   /** How long a copy this instance took stays its own unless renewed (renewed while it runs). */
@@ -86,21 +90,25 @@ export class ResultCopier {
 
   private schedule(delayMs: number): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      const { tickTimeoutMs, logger } = this.options;
-      this.ticking = true;
-      this.wokenWhileTicking = false;
-      this.running = withDeadline(
-        this.tick(),
-        tickTimeoutMs,
-        () => new DeadlineExceededError(`result copier tick took longer than ${tickTimeoutMs} ms; abandoned`),
-      )
-        .catch((error) => logger.error({ err: error }, 'result copier tick failed'))
-        .finally(() => {
-          this.ticking = false;
-          this.schedule(this.wokenWhileTicking ? 0 : this.options.intervalMs);
-        });
-    }, delayMs);
+    // A callback's wake must not make the loop its own: the copies are no request's work.
+    this.timer = outsideRequest(() =>
+      setTimeout(() => {
+        const { tickTimeoutMs, logger } = this.options;
+        this.ticking = true;
+        this.wokenWhileTicking = false;
+        this.running = withDeadline(
+          this.tick(),
+          tickTimeoutMs,
+          () =>
+            new DeadlineExceededError(`result copier tick took longer than ${tickTimeoutMs} ms; abandoned`),
+        )
+          .catch((error) => logger.error({ err: error }, 'result copier tick failed'))
+          .finally(() => {
+            this.ticking = false;
+            this.schedule(this.wokenWhileTicking ? 0 : this.options.intervalMs);
+          });
+      }, delayMs),
+    );
     this.timer.unref();
   }
 
@@ -182,11 +190,11 @@ export class ResultCopier {
   private async download(job: StoredResultRow, staged: string, signal: AbortSignal): Promise<Downloaded> {
     const limits = { maxBytes: this.options.settings.maxBytes, signal };
     try {
-      return await downloadToFile(job.sourceUrl, staged, limits);
+      return await downloadToFile(this.options.fetcher, job.sourceUrl, staged, limits);
     } catch (error) {
       if (!(error instanceof DownloadError && error.linkDead)) throw error;
       const fresh = await this.options.kie.downloadUrl(job.sourceUrl);
-      return downloadToFile(fresh, staged, limits);
+      return downloadToFile(this.options.fetcher, fresh, staged, limits);
     }
   }
 

@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { GuardedFetchError, type GuardedFetcher, type OpenedResponse } from '../inputs/ssrf-guard.js';
 
 export interface Downloaded {
   sizeBytes: number;
@@ -25,19 +26,22 @@ const deadLinkStatuses = new Set([401, 403, 404, 410]);
 
 /**
  * Streams `url` into `file`, hashing and counting on the way, and stops at `maxBytes` (declared or not).
- * The URL is kie's (from its callback or recordInfo), not a user's: only http(s) is fetched. It does not
- * go through the input URL guard (inputs/ssrf-guard.ts) yet, which reads whole bodies into memory; a
- * streaming read there would let it.
+ * The URL is kie's (from its callback or recordInfo), but a callback's body is not covered by kie's signature,
+ * so it is fetched through the SSRF guard like a user's: it must not make the gateway reach its own network.
  */
 export async function downloadToFile(
+  fetcher: GuardedFetcher,
   url: string,
   file: string,
   options: { maxBytes: number; signal: AbortSignal },
 ): Promise<Downloaded> {
-  const { protocol } = new URL(url);
-  if (protocol !== 'http:' && protocol !== 'https:')
-    throw new DownloadError(`not an http(s) URL: ${protocol}`);
-  const response = await fetch(url, { signal: options.signal, redirect: 'follow' });
+  let response: OpenedResponse;
+  try {
+    ({ response } = await fetcher.open(url, { signal: options.signal }));
+  } catch (error) {
+    if (error instanceof GuardedFetchError) throw new DownloadError(`the result URL ${error.message}`);
+    throw error;
+  }
   if (!response.ok || !response.body) {
     await response.body?.cancel().catch(() => {});
     throw new DownloadError(

@@ -33,7 +33,8 @@ export class LocalResultStore implements ResultStore {
   }
 
   async url(key: string, ttlS: number): Promise<string> {
-    this.existingKey(key);
+    // The key's shape is checked, but no path is built: a URL names the key, not the file.
+    if (!RESULT_KEY_PATTERN.test(key)) throw new Error(`not a result key: ${key}`);
     return `${this.publicUrl()}${MEDIA_PATH_PREFIX}${key}?${this.signer.query(key, ttlS)}`;
   }
 

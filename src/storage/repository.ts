@@ -14,16 +14,25 @@ export interface StoredCopy {
 
 /** The only module that touches stored_results (its rows are created with the SUCCEEDED transition). */
 export class StoredResultRepository {
-  constructor(private readonly db: Database) {}
+  /**
+   * Every page of results reads its copies with this: one array parameter however many tasks the page has, so
+   * the statement is built once and Postgres parses and plans it once per connection, not once per page.
+   */
+  private readonly forTasks;
+
+  constructor(private readonly db: Database) {
+    this.forTasks = db
+      .select()
+      .from(storedResults)
+      .where(sql`${storedResults.taskId} = any(${sql.placeholder('taskIds')}::uuid[])`)
+      .orderBy(asc(storedResults.taskId), asc(storedResults.position))
+      .prepare('stored_results_for_tasks');
+  }
 
   /** The rows of these tasks, for their result URLs. */
   async listForTasks(taskIds: readonly string[]): Promise<StoredResultRow[]> {
     if (taskIds.length === 0) return [];
-    return this.db
-      .select()
-      .from(storedResults)
-      .where(inArray(storedResults.taskId, [...taskIds]))
-      .orderBy(asc(storedResults.taskId), asc(storedResults.position));
+    return this.forTasks.execute({ taskIds: [...taskIds] });
   }
 
   /**

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AvatarTaskRow, StoredResultRow } from '../db/schema.js';
 import { DeadlineExceededError, withDeadline } from '../deadline.js';
 import type { Metrics } from '../metrics.js';
+import { KieError } from '../upstream/errors.js';
 import type { KieClient } from '../upstream/kie-client.js';
 import type { ResultStore } from './result-store.js';
 
@@ -11,6 +12,12 @@ const FRESH_LINK_REUSE_MS = 15 * 60_000;
 const FRESH_LINK_CACHE_ENTRIES = 10_000;
 /** How long a read waits for a fresh link before it gives kie's own URL. */
 const REFRESH_WAIT_MS = 3_000;
+/**
+ * After kie could not refresh a link (down, slow, rate-limited), reads give its own URL for this long before
+ * kie is asked again: a history page of old results must not cost a kie call per task per read while kie is
+ * unwell. A link kie refuses outright (a URL it did not make) is not asked about again while it would be reused.
+ */
+const FAILED_REFRESH_RETRY_MS = 30_000;
 
 export interface ResultLinksOptions {
   store: ResultStore | undefined;
@@ -31,6 +38,8 @@ export interface ResultLinksOptions {
  */
 export class ResultLinks {
   private readonly fresh: LRUCache<string, string>;
+  /** Links kie could not refresh lately: their own URL is given without asking kie (FAILED_REFRESH_RETRY_MS). */
+  private readonly unrefreshable: LRUCache<string, true>;
 
   constructor(private readonly options: ResultLinksOptions) {
     this.fresh = new LRUCache<string, string>({
@@ -38,10 +47,21 @@ export class ResultLinks {
       ttl: FRESH_LINK_REUSE_MS,
       // One download-url call per link however many readers ask at once.
       fetchMethod: async (url) => {
-        const link = await options.kie.downloadUrl(url);
-        options.metrics.resultLinkRefreshes.inc({ outcome: 'ok' });
-        return link;
+        try {
+          const link = await options.kie.downloadUrl(url);
+          options.metrics.resultLinkRefreshes.inc({ outcome: 'ok' });
+          return link;
+        } catch (error) {
+          // Remembered here, not where a read gives up waiting: a slow answer that does come is still cached.
+          const refused = error instanceof KieError && error.kind === 'rejected';
+          this.unrefreshable.set(url, true, { ttl: refused ? FRESH_LINK_REUSE_MS : FAILED_REFRESH_RETRY_MS });
+          throw error;
+        }
       },
+    });
+    this.unrefreshable = new LRUCache<string, true>({
+      max: FRESH_LINK_CACHE_ENTRIES,
+      ttl: FAILED_REFRESH_RETRY_MS,
     });
   }
 
@@ -83,6 +103,7 @@ export class ResultLinks {
 
   /** A fresh link from kie; when kie cannot give one (down, or a URL it did not make), its own URL. */
   private async refreshed(kieUrl: string): Promise<string> {
+    if (this.unrefreshable.has(kieUrl)) return kieUrl;
     try {
       // A slow kie holds up no read for long: the link it brings later is cached for the next one.
       const link = await withDeadline(

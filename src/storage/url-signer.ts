@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 
 export type SignatureVerdict = 'valid' | 'invalid' | 'expired';
 
@@ -7,6 +8,8 @@ export type SignatureVerdict = 'valid' | 'invalid' | 'expired';
  * while and players and caches can reuse it.
  */
 const expiryStepS = (ttlS: number) => (ttlS >= 600 ? 60 : 1);
+/** Resources whose last query string is kept: a history page reads the same copies again and again. */
+const REUSED_QUERIES = 10_000;
 
 /**
  * Signs the gateway's own result URLs: HMAC-SHA256 over the resource path and the expiry (Unix seconds), so
@@ -14,13 +17,25 @@ const expiryStepS = (ttlS: number) => (ttlS >= 600 ? 60 : 1);
  * shape is the gateway's own.
  */
 export class UrlSigner {
+  /**
+   * The last query string of each resource. While its expiry step lasts the same expiry gives the same
+   * signature, so a copy read on every history page is signed once a minute, not on every read.
+   */
+  private readonly lastQuery = new LRUCache<string, { expires: number; query: string }>({
+    max: REUSED_QUERIES,
+  });
+
   constructor(private readonly key: Uint8Array) {}
 
   /** The query string (`expires=…&signature=…`) that makes `resource` readable for at least `ttlS`. */
   query(resource: string, ttlS: number, nowMs = Date.now()): string {
     const step = expiryStepS(ttlS);
     const expires = Math.ceil((nowMs / 1000 + ttlS) / step) * step;
-    return `expires=${expires}&signature=${this.signature(resource, String(expires)).toString('base64url')}`;
+    const last = this.lastQuery.get(resource);
+    if (last?.expires === expires) return last.query;
+    const query = `expires=${expires}&signature=${this.signature(resource, String(expires)).toString('base64url')}`;
+    this.lastQuery.set(resource, { expires, query });
+    return query;
   }
 
   /** The signature is checked first, in constant time, so an expiry can only be learnt from a genuine URL. */

@@ -14,6 +14,7 @@ import {
   sql,
 } from 'drizzle-orm';
 import type { Database } from '../db/connection.js';
+import { type PreparedSql, prepareSql } from '../db/prepared-sql.js';
 import {
   type AvatarTaskEventRow,
   type AvatarTaskRow,
@@ -21,7 +22,6 @@ import {
   avatarTasks,
   kieCreateSlots,
   seenCallbackSignatures,
-  storedResults,
 } from '../db/schema.js';
 import type { QuotaName } from './errors.js';
 import {
@@ -32,6 +32,7 @@ import {
   type TaskTarget,
   terminalStates,
 } from './states.js';
+import { TransitionStatements } from './transition-statements.js';
 
 export type NewTask = Omit<
   typeof avatarTasks.$inferInsert,
@@ -152,12 +153,32 @@ function defined<T extends object>(values: T): Partial<T> {
   return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
+/** A replay's order: oldest change first, then by id (Postgres compares uuids as bytes, as hex text sorts). */
+function byUpdateThenId(a: AvatarTaskRow, b: AvatarTaskRow): number {
+  return a.updatedAt.getTime() - b.updatedAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/** listUpdatedSince's condition: changed after `since`, or at `since` after the task `afterId`. */
+function isAfterCursor(task: AvatarTaskRow, since: Date, afterId: string | undefined): boolean {
+  const changedAt = task.updatedAt.getTime();
+  if (changedAt !== since.getTime()) return changedAt > since.getTime();
+  return afterId !== undefined && task.id > afterId;
+}
+
 /** The only module that touches the task tables. */
 export class TaskRepository {
   // The two lookups every callback and every live update make, built once instead of on each call.
   private readonly byId;
   private readonly byIdForUser;
   private readonly byIdRecordingSignature;
+  private readonly transitions: TransitionStatements;
+  // The two database functions every create calls, prepared once (db/prepared-sql.ts).
+  private readonly insertWithinQuotaCall: PreparedSql;
+  private readonly claimCreateSlotsCall: PreparedSql;
+  private readonly markWatchedStatement;
+  /** listForUser's four statements, by shape (see historyPage). */
+  private readonly historyPages: Array<ReturnType<TaskRepository['buildHistoryPage']> | undefined> = [];
+  private readonly replayPagesStatement;
 
   /**
    * `copyResults`: a task that SUCCEEDED gets a row per result in stored_results, written by the same
@@ -167,6 +188,47 @@ export class TaskRepository {
     private readonly db: Database,
     private readonly options: { copyResults: boolean } = { copyResults: false },
   ) {
+    this.transitions = new TransitionStatements(db);
+    const value = (name: string) => sql.placeholder(name);
+    this.insertWithinQuotaCall = prepareSql(
+      db,
+      sql`select outcome, task_id, queued, quota, quota_limit, resets_at
+        from avatar_insert_task_within_quota(${value('id')}::uuid, ${value('userId')}::text,
+          ${value('model')}::text, ${value('imageUrl')}::text, ${value('audioUrl')}::text,
+          ${value('prompt')}::text, ${value('idempotencyKey')}::text, ${value('inputHash')}::text,
+          ${value('callbackSecret')}::text, ${value('nextCheckAt')}::timestamptz, ${value('now')}::timestamptz,
+          ${value('maxPendingSubmits')}::integer, ${value('maxActiveTasks')}::integer,
+          ${value('maxCreatesPerHour')}::integer, ${value('estimatedCredits')}::double precision)`,
+    );
+    // One array parameter, however many tasks: built and planned once. Rows a state change holds are skipped
+    // (the next renewal marks them), so a renewal never waits on a callback, nor keeps others waiting longer.
+    const unfinishedWatched = db
+      .select({ id: avatarTasks.id })
+      .from(avatarTasks)
+      .where(
+        and(
+          sql`${avatarTasks.id} = any(${value('ids')}::uuid[])`,
+          notInArray(avatarTasks.state, terminalStates),
+        ),
+      )
+      .for('update', { skipLocked: true });
+    this.markWatchedStatement = db
+      .update(avatarTasks)
+      .set({
+        watchedUntil: sql`${value('until')}::timestamptz`,
+        nextCheckAt: sql`case when ${avatarTasks.submitStatus} = 'accepted'
+          then least(${avatarTasks.nextCheckAt}, ${value('checkBy')}::timestamptz)
+          else ${avatarTasks.nextCheckAt} end`,
+      })
+      .where(inArray(avatarTasks.id, unfinishedWatched))
+      .prepare('avatar_tasks_mark_watched');
+    this.claimCreateSlotsCall = prepareSql(
+      db,
+      sql`select task_id, slot_id, submit_attempts, lease_until
+        from avatar_claim_create_slots(${value('maxCreates')}::integer, ${value('windowMs')}::float8,
+          ${value('leaseMs')}::float8, ${value('fairnessMemoryMs')}::float8, ${value('only')}::uuid,
+          ${value('now')}::timestamptz)`,
+    );
     this.byId = db
       .select()
       .from(avatarTasks)
@@ -179,6 +241,26 @@ export class TaskRepository {
         and(eq(avatarTasks.id, sql.placeholder('id')), eq(avatarTasks.userId, sql.placeholder('userId'))),
       )
       .prepare('avatar_task_by_id_for_user');
+    // Each request of a batch is its own page (the same condition, order and limit as listUpdatedSince),
+    // read by a lateral join on the (user_id, updated_at) index; a task on several pages is returned once.
+    // Three text arrays (postgres.js and PGlite both send those as they are); '' stands for no `afterId`.
+    const replayPages = sql`select page.id
+      from unnest(${value('userIds')}::text[], ${value('sinces')}::text[], ${value('afterIds')}::text[])
+        as request(user_id, since, after_id)
+      cross join lateral (
+        select candidate.id from ${avatarTasks} candidate
+        where candidate.user_id = request.user_id
+          and (candidate.updated_at > request.since::timestamptz
+            or (candidate.updated_at = request.since::timestamptz
+              and candidate.id > nullif(request.after_id, '')::uuid))
+        order by candidate.updated_at, candidate.id
+        limit ${value('limit')}::integer
+      ) page`;
+    this.replayPagesStatement = db
+      .select()
+      .from(avatarTasks)
+      .where(sql`${avatarTasks.id} in (${replayPages})`)
+      .prepare('avatar_tasks_replay_pages');
     // Recorded only for a task that exists: one refused for its secret is forgotten by the caller.
     const seen = db.$with('seen', { hash: seenCallbackSignatures.signatureHash }).as(sql`
       insert into ${seenCallbackSignatures} (signature_hash, expires_at)
@@ -217,13 +299,23 @@ export class TaskRepository {
     limits: UserQuota & { maxPendingSubmits: number },
   ): Promise<QuotaInsertOutcome> {
     const [outcome] = rowsOf(
-      await this.db.execute(sql`select outcome, task_id, queued, quota, quota_limit, resets_at
-        from avatar_insert_task_within_quota(${task.id}::uuid, ${task.userId}::text, ${task.model}::text,
-          ${task.imageUrl}::text, ${task.audioUrl}::text, ${task.prompt}::text,
-          ${task.idempotencyKey}::text, ${task.inputHash}::text, ${task.callbackSecret}::text,
-          ${task.nextCheckAt.toISOString()}::timestamptz, ${now.toISOString()}::timestamptz,
-          ${limits.maxPendingSubmits}::integer, ${limits.maxActiveTasks}::integer,
-          ${limits.maxCreatesPerHour}::integer, ${task.estimatedCredits}::double precision)`),
+      await this.insertWithinQuotaCall.execute({
+        id: task.id,
+        userId: task.userId,
+        model: task.model,
+        imageUrl: task.imageUrl,
+        audioUrl: task.audioUrl,
+        prompt: task.prompt,
+        idempotencyKey: task.idempotencyKey,
+        inputHash: task.inputHash,
+        callbackSecret: task.callbackSecret,
+        nextCheckAt: task.nextCheckAt.toISOString(),
+        now: now.toISOString(),
+        maxPendingSubmits: limits.maxPendingSubmits,
+        maxActiveTasks: limits.maxActiveTasks,
+        maxCreatesPerHour: limits.maxCreatesPerHour,
+        estimatedCredits: task.estimatedCredits,
+      }),
     ) as Array<{
       outcome: 'inserted' | 'existing' | 'queue_full' | 'quota';
       task_id: string | null;
@@ -305,23 +397,44 @@ export class TaskRepository {
     options: { first: number; after?: TaskCursor | undefined; states?: AvatarTaskState[] | undefined },
   ): Promise<TaskPage> {
     const { after, states } = options;
-    const rows = await prepared(
-      this.db
-        .select()
-        .from(avatarTasks)
-        .where(
-          and(
-            eq(avatarTasks.userId, userId),
-            states && states.length > 0 ? inArray(avatarTasks.state, states) : undefined,
-            after
-              ? sql`(${avatarTasks.createdAt}, ${avatarTasks.id}) < (${after.createdAt.toISOString()}::timestamptz, ${after.id}::uuid)`
-              : undefined,
-          ),
-        )
-        .orderBy(sql`${avatarTasks.createdAt} desc nulls last`, sql`${avatarTasks.id} desc nulls last`)
-        .limit(options.first + 1),
-    );
+    const filtered = states !== undefined && states.length > 0;
+    const rows = await this.historyPage(after !== undefined, filtered).execute({
+      userId,
+      states: filtered ? states : undefined,
+      afterCreatedAt: after?.createdAt.toISOString(),
+      afterId: after?.id,
+      limit: options.first + 1,
+    });
     return { tasks: rows.slice(0, options.first), hasNextPage: rows.length > options.first };
+  }
+
+  /** The history page's statement for a page with or without a cursor and a state filter, built once each. */
+  private historyPage(withCursor: boolean, withStates: boolean) {
+    const shape = (withCursor ? 2 : 0) + (withStates ? 1 : 0);
+    const statement = this.historyPages[shape] ?? this.buildHistoryPage(withCursor, withStates);
+    this.historyPages[shape] = statement;
+    return statement;
+  }
+
+  /** drizzle building this on every request was a few percent of a history page's CPU. */
+  private buildHistoryPage(withCursor: boolean, withStates: boolean) {
+    const value = (name: string) => sql.placeholder(name);
+    return this.db
+      .select()
+      .from(avatarTasks)
+      .where(
+        and(
+          eq(avatarTasks.userId, value('userId')),
+          withStates ? sql`${avatarTasks.state} = any(${value('states')}::text[])` : undefined,
+          // A row comparison, which bounds the scan of avatar_tasks_user_created_idx (see bench/README.md).
+          withCursor
+            ? sql`(${avatarTasks.createdAt}, ${avatarTasks.id}) < (${value('afterCreatedAt')}::timestamptz, ${value('afterId')}::uuid)`
+            : undefined,
+        ),
+      )
+      .orderBy(sql`${avatarTasks.createdAt} desc nulls last`, sql`${avatarTasks.id} desc nulls last`)
+      .limit(value('limit'))
+      .prepare('avatar_tasks_history_page');
   }
 
   /**
@@ -334,19 +447,47 @@ export class TaskRepository {
     since: Date,
     page: { afterId?: string | undefined; limit: number } = { limit: DEFAULT_REPLAY_PAGE },
   ): Promise<AvatarTaskRow[]> {
-    const after =
-      page.afterId === undefined
-        ? gt(avatarTasks.updatedAt, since)
-        : or(
-            gt(avatarTasks.updatedAt, since),
-            and(eq(avatarTasks.updatedAt, since), gt(avatarTasks.id, page.afterId)),
-          );
-    return this.db
-      .select()
-      .from(avatarTasks)
-      .where(and(eq(avatarTasks.userId, userId), after))
-      .orderBy(asc(avatarTasks.updatedAt), asc(avatarTasks.id))
-      .limit(page.limit);
+    // One page of the batched read: the replay's condition and order are written once, there.
+    const [tasks = []] = await this.listUpdatedSinceForMany(
+      [{ userId, since, afterId: page.afterId }],
+      page.limit,
+    );
+    return tasks;
+  }
+
+  /**
+   * Several pages of `listUpdatedSince` in one query, each `limit` long: the page of each request, in the
+   * order of the requests. Many streams replaying at once (clients reconnecting after a restart) share one
+   * round trip instead of one query each.
+   */
+  async listUpdatedSinceForMany(
+    requests: ReadonlyArray<{ userId: string; since: Date; afterId: string | undefined }>,
+    limit: number,
+  ): Promise<AvatarTaskRow[][]> {
+    if (requests.length === 0) return [];
+    const rows = await this.replayPagesStatement.execute({
+      userIds: requests.map((request) => request.userId),
+      sinces: requests.map((request) => request.since.toISOString()),
+      afterIds: requests.map((request) => request.afterId ?? ''),
+      limit,
+    });
+    const byUser = new Map<string, AvatarTaskRow[]>();
+    for (const row of rows) {
+      const tasks = byUser.get(row.userId);
+      if (tasks) tasks.push(row);
+      else byUser.set(row.userId, [row]);
+    }
+    for (const tasks of byUser.values()) tasks.sort(byUpdateThenId);
+    // The rows of a user are the union of the pages of that user's requests: each request's own page is its
+    // first `limit` rows after its cursor.
+    return requests.map(({ userId, since, afterId }) => {
+      const page: AvatarTaskRow[] = [];
+      for (const task of byUser.get(userId) ?? []) {
+        if (page.length === limit) break;
+        if (isAfterCursor(task, since, afterId)) page.push(task);
+      }
+      return page;
+    });
   }
 
   async listEvents(taskId: string): Promise<AvatarTaskEventRow[]> {
@@ -402,13 +543,6 @@ export class TaskRepository {
     now: Date,
   ): Promise<TransitionResult | null> {
     if (!decision) return { task, changed: false };
-    // The submit status changes without a version bump (the queue claims a task for kie, a lost answer makes
-    // it unknown), and decisions depend on it: a cancel must not be written over a claim that is sending.
-    const unchanged = and(
-      eq(avatarTasks.id, task.id),
-      eq(avatarTasks.version, task.version),
-      eq(avatarTasks.submitStatus, task.submitStatus),
-    );
     const target =
       decision.target && isForward(task.state, decision.target.state) ? decision.target : undefined;
     // The row read plus what is written is the row after the write, so the UPDATEs return no columns:
@@ -416,6 +550,14 @@ export class TaskRepository {
     if (!target) {
       const patch = defined(decision.patch ?? {});
       if (Object.keys(patch).length === 0) return { task, changed: false };
+      // The submit status changes without a version bump (the queue claims a task for kie, a lost answer
+      // makes it unknown), and decisions depend on it: a cancel must not be written over a claim that is
+      // sending. The state change below is guarded the same way (transition-statements.ts).
+      const unchanged = and(
+        eq(avatarTasks.id, task.id),
+        eq(avatarTasks.version, task.version),
+        eq(avatarTasks.submitStatus, task.submitStatus),
+      );
       const written = await prepared(
         this.db.update(avatarTasks).set(patch).where(unchanged).returning({ id: avatarTasks.id }),
       );
@@ -432,29 +574,16 @@ export class TaskRepository {
       ...(target.failure ? { failureCode: target.failure.code, failureMessage: target.failure.message } : {}),
       ...(terminal ? { completedAt: now, nextCheckAt: null, leaseUntil: null } : {}),
     });
-    const update = this.db
-      .update(avatarTasks)
-      .set(changes)
-      .where(unchanged)
-      .returning({ id: avatarTasks.id });
     const resultUrls = changes.resultUrls ?? task.resultUrls;
-    // The copy jobs too: a crash right after SUCCEEDED cannot lose them.
-    const copies =
-      target.state === 'SUCCEEDED' && this.options.copyResults && resultUrls.length > 0
-        ? sql`, copies as (
-            insert into ${storedResults} (task_id, position, source_url, next_attempt_at)
-            select changed.id, (u.ord - 1)::integer, u.url, ${now.toISOString()}::timestamptz
-            from changed, jsonb_array_elements_text(${JSON.stringify(resultUrls)}::jsonb) with ordinality as u(url, ord)
-            on conflict do nothing)`
-        : sql``;
-    // The event is appended by the same statement, so it exists exactly when the update happened.
-    const result: unknown = await this.db.execute(sql`
-      with changed as ${update}${copies}
-      insert into ${avatarTaskEvents} (task_id, version, state, source, at, message)
-      select id, ${version}::integer, ${target.state}::text, ${source}::text, ${now.toISOString()}::timestamptz,
-        ${target.message ?? null}::text
-      from changed
-      returning version`);
+    const result = await this.transitions.execute({
+      seen: task,
+      changes,
+      event: { state: target.state, source, at: now, message: target.message ?? null },
+      copyUrls:
+        target.state === 'SUCCEEDED' && this.options.copyResults && resultUrls.length > 0
+          ? resultUrls
+          : undefined,
+    });
     return rowsOf(result).length > 0 ? { task: { ...task, ...changes }, changed: true } : null;
   }
 
@@ -502,15 +631,11 @@ export class TaskRepository {
    */
   async markWatched(ids: readonly string[], until: Date, checkBy: Date): Promise<void> {
     if (ids.length === 0) return;
-    await this.db
-      .update(avatarTasks)
-      .set({
-        watchedUntil: until,
-        nextCheckAt: sql`case when ${avatarTasks.submitStatus} = 'accepted'
-          then least(${avatarTasks.nextCheckAt}, ${checkBy.toISOString()}::timestamptz)
-          else ${avatarTasks.nextCheckAt} end`,
-      })
-      .where(and(inArray(avatarTasks.id, [...ids]), notInArray(avatarTasks.state, terminalStates)));
+    await this.markWatchedStatement.execute({
+      ids: [...ids],
+      until: until.toISOString(),
+      checkBy: checkBy.toISOString(),
+    });
   }
 
   /**
@@ -590,10 +715,14 @@ export class TaskRepository {
   ): Promise<ClaimedSubmit[]> {
     const now = options.now ?? new Date();
     const claims = rowsOf(
-      await this.db.execute(sql`select task_id, slot_id, submit_attempts, lease_until
-        from avatar_claim_create_slots(${window.maxCreates}::integer, ${window.windowMs}::float8,
-          ${window.leaseMs}::float8, ${FAIRNESS_MEMORY_MS}::float8, ${options.only?.id ?? null}::uuid,
-          ${now.toISOString()}::timestamptz)`),
+      await this.claimCreateSlotsCall.execute({
+        maxCreates: window.maxCreates,
+        windowMs: window.windowMs,
+        leaseMs: window.leaseMs,
+        fairnessMemoryMs: FAIRNESS_MEMORY_MS,
+        only: options.only?.id ?? null,
+        now: now.toISOString(),
+      }),
     ) as Array<{ task_id: string; slot_id: string; submit_attempts: number; lease_until: string | Date }>;
     if (claims.length === 0) return [];
     const own = options.only;
@@ -637,10 +766,12 @@ export class TaskRepository {
    * later slot can make kie see more than the limit in its window.
    */
   async slotUsedUntilNow(slotId: string): Promise<void> {
-    await this.db
-      .update(kieCreateSlots)
-      .set({ takenAt: sql`clock_timestamp()` })
-      .where(eq(kieCreateSlots.id, slotId));
+    await prepared(
+      this.db
+        .update(kieCreateSlots)
+        .set({ takenAt: sql`clock_timestamp()` })
+        .where(eq(kieCreateSlots.id, slotId)),
+    );
   }
 
   /** Whether any submit waits for its turn now: a cheap look before taking the window's lock. */

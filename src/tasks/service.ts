@@ -270,15 +270,19 @@ export class TaskService {
       { ...createWindow, leaseMs: submitLeaseMs },
       only === undefined ? {} : { only },
     );
-    return claimed.map(({ task, slotId }) =>
+    return claimed.map(({ task, slotId }) => {
+      const sending = this.send(task, source);
+      // The slot's end is bookkeeping (it counts from its claim already): a create's answer does not wait for
+      // it, a draining stop does.
       this.track(
-        this.send(task, source).finally(() =>
+        sending.finally(() =>
           repository
             .slotUsedUntilNow(slotId)
             .catch((error) => this.options.logger.warn({ err: error }, 'extending a create slot failed')),
         ),
-      ),
-    );
+      );
+      return sending;
+    });
   }
 
   /** Resolves when every submit in flight has its outcome recorded: a draining stop waits for it. */
@@ -345,7 +349,9 @@ export class TaskService {
     }
 
     const now = new Date();
-    const result = await this.change(id, source, (task) => ({
+    // From the row as claimed: the write is guarded by its version, so a callback that came meanwhile makes
+    // it read the row again.
+    const result = await this.change(claimed, source, (task) => ({
       target: { state: 'WAITING' },
       patch: {
         // A callback may have arrived first and claimed the task with the same id.

@@ -1,10 +1,12 @@
-import type { AvatarTaskRow } from '../db/schema.js';
+import type { AvatarTaskRow, StoredResultRow } from '../db/schema.js';
 import type { TaskSignal } from '../events/bus.js';
 import type { SignalDispatcher, SignalWatcher } from '../events/dispatcher.js';
+import { preloadStoredResults } from '../storage/preloaded-results.js';
 import { contextFromTraceParent, inSpan, SpanKind, TASK_ID } from '../telemetry/tracing.js';
 import { TaskNotFoundError } from './errors.js';
 import { withPreloadedEvents } from './preloaded-events.js';
 import { PullStream } from './pull-stream.js';
+import { ReplayReads } from './replay-reads.js';
 import type { TaskRepository } from './repository.js';
 import { isTerminal } from './states.js';
 
@@ -53,8 +55,12 @@ interface StreamDependencies {
   openStreams: OpenStreamsGauge;
   /** Tasks a `since` replay reads at a time (SINCE_REPLAY_PAGE_SIZE). */
   replayPageSize: number;
+  /** Reads replay pages, those of streams replaying at the same time in one query. */
+  replayReads: ReplayReads;
   /** Where a stream on one unfinished task says someone is looking, so the poller checks it sooner. */
   watched: Pick<WatchedTasks, 'add' | 'remove'> | undefined;
+  /** Reads the stored copies of several tasks at once, for a read that sends more than one SUCCEEDED task. */
+  storedResults: ((taskIds: readonly string[]) => Promise<StoredResultRow[]>) | undefined;
 }
 
 /** Where a replay goes on from: tasks changed after `since`, or at `since` after `afterId`. */
@@ -74,14 +80,23 @@ export class TaskUpdates {
     repository: TaskRepository,
     dispatcher: SignalDispatcher,
     openStreams: OpenStreamsGauge = { inc() {}, dec() {} },
-    options: { replayPageSize?: number; watched?: StreamDependencies['watched'] } = {},
+    options: {
+      replayPageSize?: number;
+      watched?: StreamDependencies['watched'];
+      storedResults?: StreamDependencies['storedResults'];
+    } = {},
   ) {
+    const replayPageSize = options.replayPageSize ?? 100;
     this.dependencies = {
       repository,
       dispatcher,
       openStreams,
-      replayPageSize: options.replayPageSize ?? 100,
+      replayPageSize,
+      replayReads: new ReplayReads((requests, limit) => repository.listUpdatedSinceForMany(requests, limit), {
+        pageSize: replayPageSize,
+      }),
       watched: options.watched,
+      storedResults: options.storedResults,
     };
   }
 
@@ -226,7 +241,7 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
     // Read everything first, then move the replay on and mark it sent: a read that fails (the database
     // unavailable) leaves the stream as it was, to be read again, so nothing is marked sent that was never
     // delivered.
-    const { repository, replayPageSize } = this.dependencies;
+    const { repository, replayReads, replayPageSize, storedResults } = this.dependencies;
     const ids = [...this.changedIds];
     this.changedIds.clear();
     const rows: Array<AvatarTaskRow | undefined> = [];
@@ -234,9 +249,10 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
     try {
       if (this.replay) {
         const cursor = this.replay;
-        const page = await repository.listUpdatedSince(this.userId, cursor.since, {
+        const page = await replayReads.read({
+          userId: this.userId,
+          since: cursor.since,
           afterId: cursor.afterId,
-          limit: replayPageSize,
         });
         rows.push(...page);
         const last = page.at(-1);
@@ -253,6 +269,16 @@ class UserStream extends PullStream<AvatarTaskRow> implements SignalWatcher {
         };
       }
       for (const id of ids) rows.push(await repository.findForUser(this.userId, id));
+      // A replay page sends each task as its own update: their copies are read here in one query, not one
+      // per task when each update's result URLs are resolved. A single live update reads them only if asked.
+      const unsent = rows.filter(
+        (task): task is AvatarTaskRow =>
+          task !== undefined && task.version > (this.sentVersions.get(task.id) ?? 0),
+      );
+      const succeeded = unsent.filter((task) => task.state === 'SUCCEEDED').length;
+      if (storedResults && (succeeded > 1 || (succeeded === 1 && advanceReplay))) {
+        await preloadStoredResults(unsent, storedResults);
+      }
     } catch (error) {
       for (const id of ids) this.changedIds.add(id);
       throw error;

@@ -24,3 +24,11 @@ export function withRequestId<T>(requestId: string, work: () => T): T {
 export function currentRequestId(): string | undefined {
   return storage.getStore();
 }
+
+/**
+ * Runs `work` outside any request: a timer it starts (a background loop a request woke) would otherwise carry
+ * the waking request's id into every line it logs from then on.
+ */
+export function outsideRequest<T>(work: () => T): T {
+  return storage.exit(work);
+}

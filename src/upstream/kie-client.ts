@@ -1,6 +1,6 @@
 import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import { Agent, FormData as UndiciFormData, fetch as undiciFetch } from 'undici';
+import { Agent, request, FormData as UndiciFormData, fetch as undiciFetch } from 'undici';
 import type { Metrics } from '../metrics.js';
 import type { UpstreamSnapshot } from '../tasks/states.js';
 import { inSpan, SpanKind } from '../telemetry/tracing.js';
@@ -219,27 +219,18 @@ export class KieClient {
     const started = performance.now();
     let code = 0;
     try {
-      let response: Response;
+      let response: KieAnswer;
       try {
-        // A form is sent as multipart, its boundary in the content type fetch writes.
-        const form = body instanceof FormData || body instanceof UndiciFormData;
-        response = await this.fetch(`${baseUrl}${path}`, {
-          method,
-          headers: {
-            authorization: `Bearer ${this.options.apiKey}`,
-            ...(body === undefined || form ? {} : { 'content-type': 'application/json' }),
-          },
-          body: body === undefined ? undefined : form ? (body as FormData) : JSON.stringify(body),
-          signal: AbortSignal.timeout(timeoutMs),
-        });
+        response = await this.send(`${baseUrl}${path}`, method, body, AbortSignal.timeout(timeoutMs));
       } catch (error) {
         throw networkError(error);
       }
       const text = await response.text().catch(() => '');
       const envelope = parseEnvelope(text);
       code = envelope?.code ?? response.status;
-      if (response.ok && code === 200) return envelope?.data ?? null;
-      if (!envelope && response.ok) {
+      const ok = response.status >= 200 && response.status < 300;
+      if (ok && code === 200) return envelope?.data ?? null;
+      if (!envelope && ok) {
         throw new KieError('unknown_outcome', response.status, 'kie answered with a body that is not JSON');
       }
       const message = envelope?.message ?? `HTTP ${response.status}`;
@@ -255,6 +246,51 @@ export class KieClient {
       );
     }
   }
+
+  /**
+   * Sends one call. JSON and bodiless calls go through undici's `request`, which costs a third of the CPU of
+   * its `fetch` (no WHATWG Request, Response and streams around each call; it follows no redirect): a page of
+   * old results refreshes a link per result, and every create is a call. Forms (uploads), and a `fetchImpl`
+   * given in the options, go through fetch. Errors are the same for both: the connection's own (ECONNREFUSED,
+   * UND_ERR_CONNECT_TIMEOUT, UND_ERR_SOCKET...) and the signal's TimeoutError, which `networkError` reads.
+   */
+  private async send(
+    url: string,
+    method: 'GET' | 'POST',
+    body: unknown,
+    signal: AbortSignal,
+  ): Promise<KieAnswer> {
+    const authorization = `Bearer ${this.options.apiKey}`;
+    const form = body instanceof FormData || body instanceof UndiciFormData;
+    if (this.agent && !form) {
+      const answer = await request(url, {
+        method,
+        headers:
+          body === undefined ? { authorization } : { authorization, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+        dispatcher: this.agent,
+      });
+      return { status: answer.statusCode, text: () => answer.body.text() };
+    }
+    const response = await this.fetch(url, {
+      method,
+      // A form is sent as multipart, its boundary in the content type fetch writes.
+      headers:
+        body === undefined || form
+          ? { authorization }
+          : { authorization, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : form ? (body as FormData) : JSON.stringify(body),
+      signal,
+    });
+    return { status: response.status, text: () => response.text() };
+  }
+}
+
+/** kie's answer to one call: its HTTP status and its body. */
+interface KieAnswer {
+  status: number;
+  text(): Promise<string>;
 }
 
 function parseEnvelope(

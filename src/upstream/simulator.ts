@@ -34,6 +34,8 @@ export interface SimulatorKnobs {
    */
   resultUrlTtlMs: number;
   downloadUrlTtlMs: number;
+  /** Each download-url call takes the first code and answers with it (kie having trouble). */
+  downloadUrlErrors: number[];
   /** Each download of a result video takes the first code and answers with it (a CDN having trouble). */
   resultErrors: number[];
   /** A download of a result video waits this long before it is answered. */
@@ -54,7 +56,8 @@ export interface SimulatorStats {
   callbacksSent: number;
   /** Balance reads (`/api/v1/chat/credit`). */
   creditChecks: number;
-  /** download-url calls answered with a fresh link. */
+  /** download-url calls received, and those answered with a fresh link. */
+  downloadUrlRequests: number;
   downloadUrls: number;
   /** GETs of a result video received, and those answered 200 or 206. */
   resultRequests: number;
@@ -253,6 +256,7 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     credits: options.knobs?.credits ?? DEFAULT_CREDITS,
     resultUrlTtlMs: options.knobs?.resultUrlTtlMs ?? Number.POSITIVE_INFINITY,
     downloadUrlTtlMs: options.knobs?.downloadUrlTtlMs ?? defaultDownloadUrlTtlMs,
+    downloadUrlErrors: [...(options.knobs?.downloadUrlErrors ?? [])],
     resultErrors: [...(options.knobs?.resultErrors ?? [])],
     resultDelayMs: options.knobs?.resultDelayMs ?? 0,
     checkInputUrls: options.knobs?.checkInputUrls ?? false,
@@ -264,6 +268,7 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
     queries: 0,
     callbacksSent: 0,
     creditChecks: 0,
+    downloadUrlRequests: 0,
     downloadUrls: 0,
     resultRequests: 0,
     resultDownloads: 0,
@@ -667,6 +672,9 @@ export function createKieSimulator(options: KieSimulatorOptions): KieSimulator {
   /** kie's download-url: a fresh link for a file kie generated (here: a result it serves), 422 otherwise. */
   async function downloadUrl(request: Request): Promise<Response> {
     if (!authorized(request)) return errorEnvelope(401);
+    stats.downloadUrlRequests++;
+    const injected = knobs.downloadUrlErrors.shift();
+    if (injected !== undefined) return errorEnvelope(injected);
     let url: URL;
     try {
       const body = JSON.parse(await request.text()) as { url?: unknown };

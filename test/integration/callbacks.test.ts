@@ -38,15 +38,20 @@ const sign = (upstreamTaskId: string, timestamp: number, key = HMAC_KEY) =>
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
-/** What a client can see change: anything here differing means a callback was applied. */
+/**
+ * What a client can see change: anything here differing means a callback was applied. The results are kie's
+ * URLs as the task records them: the API's links switch to the gateway's copy whenever the copier is done.
+ */
 async function visible(gateway: TestGateway, id: string) {
   const task = await getTask(gateway, id);
   if (!task) throw new Error(`task ${id} vanished`);
+  const row = await gateway.app.service.repository.findById(decodeGlobalID(id).id);
+  if (!row) throw new Error(`task ${id} has no row`);
   return {
     state: task.state,
     version: task.version,
     updatedAt: task.updatedAt,
-    resultUrls: task.resultUrls,
+    resultUrls: row.resultUrls,
     failure: task.failure,
     upstreamTaskId: task.upstreamTaskId,
     events: task.events.length,
@@ -235,6 +240,38 @@ describe.each(databaseKinds())('on %s', (kind) => {
       expect(await postCallback(gateway, `${a.id}/${a.secret}`, success)).toBe(200);
       expect((await getTask(gateway, a.globalId))?.state).toBe('SUCCEEDED');
       expect(await visible(gateway, b.globalId)).toEqual(beforeB);
+    });
+
+    it('answers a callback sent from a browser page as it answers kie, with CORS headers for an allowed origin', async () => {
+      const a = await runningTask();
+      const origin = 'http://localhost:5173';
+      const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+        fetch(`${gateway.url}/callbacks/kie/${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body,
+        });
+      // kie's requests (no Origin) and a page's (Origin) are served by different paths: same answers.
+      for (const [path, body] of [
+        [`${a.id}/${'A'.repeat(32)}`, callbackBody(a.upstreamTaskId, 'success')],
+        [`${a.id}/${a.secret}`, '{"data": {"taskId":'],
+        [`${randomUUID()}/${a.secret}`, callbackBody(a.upstreamTaskId, 'success')],
+      ] as const) {
+        const fromKie = await post(path, body);
+        const fromPage = await post(path, body, { origin });
+        expect({ status: fromPage.status, body: await fromPage.json() }).toEqual({
+          status: fromKie.status,
+          body: await fromKie.json(),
+        });
+        expect(fromKie.headers.get('access-control-allow-origin')).toBeNull();
+        expect(fromPage.headers.get('access-control-allow-origin')).toBe(origin);
+      }
+      const preflight = await fetch(`${gateway.url}/callbacks/kie/${a.id}/${a.secret}`, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST' },
+      });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
     });
   });
 

@@ -16,6 +16,7 @@ import {
   waitForState,
 } from '../helpers/gateway.js';
 import { startTestS3Server, type TestS3Server } from '../helpers/s3-server.js';
+import { connectWs, TASK_UPDATED, type TaskUpdatedData, tasksOf } from '../helpers/subscriptions.js';
 
 const wait = { timeout: 15_000, interval: 50 };
 const sample = await readFile(new URL('../../assets/sample.mp4', import.meta.url));
@@ -56,6 +57,7 @@ describe.each(databaseKinds())('on %s', (kind) => {
       resultUrlTtlMs: Number.POSITIVE_INFINITY,
       resultErrors: [],
       resultDelayMs: 0,
+      downloadUrlErrors: [],
     });
   });
   afterEach(async () => {
@@ -81,14 +83,35 @@ describe.each(databaseKinds())('on %s', (kind) => {
   const reachable = (gateway: TestGateway, url: string) => url.replace(gateway.app.publicUrl, gateway.url);
 
   /** Waits until the task's video is the gateway's own copy, not kie's link. */
-  async function waitForCopy(gateway: TestGateway, id: string): Promise<TaskView & { videoUrl: string }> {
+  async function waitForCopy(
+    gateway: TestGateway,
+    id: string,
+    user?: string,
+  ): Promise<TaskView & { videoUrl: string }> {
     let task: TaskView | null = null;
     await vi.waitFor(async () => {
-      task = await getTask(gateway, id);
+      task = await getTask(gateway, id, user);
       expect(task?.videoUrl).toBeTruthy();
       expect(task?.videoUrl).not.toContain(kie.url);
     }, wait);
     return task as unknown as TaskView & { videoUrl: string };
+  }
+
+  /** `count` tasks of `user`, each SUCCEEDED with its copy stored: task id → the copy's URL. */
+  async function copiedTasks(
+    gateway: TestGateway,
+    user: string,
+    count: number,
+  ): Promise<Map<string, string>> {
+    const created = await Promise.all(
+      Array.from({ length: count }, () => createTaskOk(gateway, undefined, user)),
+    );
+    const copies = new Map<string, string>();
+    for (const task of created) {
+      await waitForState(gateway, task.id, 'SUCCEEDED', user);
+      copies.set(task.id, (await waitForCopy(gateway, task.id, user)).videoUrl);
+    }
+    return copies;
   }
 
   async function storedRow(id: string): Promise<StoredResultRow | undefined> {
@@ -157,6 +180,52 @@ describe.each(databaseKinds())('on %s', (kind) => {
       expect(sha256(fresh.bytes)).toBe(sha256(sample));
     });
 
+    it("a since: replay over graphql-ws gives every task's copy, read for the page at once", async () => {
+      const gw = await gateway(backend);
+      const startedAt = new Date(Date.now() - 1_000);
+      const user = `replay-${backend}`;
+      const copies = await copiedTasks(gw, user, 3);
+      const socket = await connectWs(gw, user);
+      const received = socket.subscribe<TaskUpdatedData>({
+        query: TASK_UPDATED,
+        variables: { since: startedAt.toISOString() },
+      });
+      await received.until((r) => tasksOf(r).length >= 3);
+      await socket.dispose();
+      const replayed = tasksOf(received);
+      expect(new Set(replayed.map((task) => task.id))).toEqual(new Set(copies.keys()));
+      for (const task of replayed) {
+        expect(task.state).toBe('SUCCEEDED');
+        // The same copy the query gives (a signed URL to it: same path, its own expiry).
+        expect(task.videoUrl?.split('?')[0]).toBe(copies.get(task.id)?.split('?')[0]);
+        expect(task.videoUrl).not.toContain(kie.url);
+      }
+    });
+
+    it("a history page lists every task's copy, read for the page in one query", async () => {
+      const gw = await gateway(backend);
+      const user = `history-${backend}`;
+      const copies = await copiedTasks(gw, user, 3);
+      const reads = vi.spyOn(StoredResultRepository.prototype, 'listForTasks');
+      try {
+        const page = await gw.gql<{
+          avatarTasks: { edges: Array<{ node: { id: string; videoUrl: string; resultUrls: string[] } }> };
+        }>('query { avatarTasks(first: 10) { edges { node { id videoUrl resultUrls } } } }', {}, user);
+        const nodes = page.data?.avatarTasks.edges.map((edge) => edge.node) ?? [];
+        expect(new Set(nodes.map((node) => node.id))).toEqual(new Set(copies.keys()));
+        for (const node of nodes) {
+          expect(node.videoUrl.split('?')[0]).toBe(copies.get(node.id)?.split('?')[0]);
+          expect(node.resultUrls).toEqual([node.videoUrl]);
+        }
+        expect(reads).toHaveBeenCalledTimes(1);
+        expect(new Set(reads.mock.calls[0]?.[0])).toEqual(
+          new Set(nodes.map((node) => decodeGlobalID(node.id).id)),
+        );
+      } finally {
+        reads.mockRestore();
+      }
+    });
+
     it('retries a copy while the result URL fails, without holding up SUCCEEDED', async () => {
       kie.simulator.knobs.resultErrors = [500, 500, 500];
       const gw = await gateway(backend);
@@ -220,5 +289,19 @@ describe.each(databaseKinds())('on %s', (kind) => {
     // The link is reused until shortly before it expires: one download-url call for every read.
     expect((await getTask(gw, created.id))?.videoUrl).toBe(task?.videoUrl);
     expect(kie.simulator.stats.downloadUrls).toBe(before + 1);
+  });
+
+  it('asks kie once, not on every read, while it cannot refresh a link; its own URL is given meanwhile', async () => {
+    const gw = await gateway('local', { RESULT_STORAGE: 'none', KIE_RESULT_URL_FRESH_S: '0' });
+    kie.simulator.knobs.downloadUrlErrors = [500, 500, 500, 500, 500];
+    const before = kie.simulator.stats.downloadUrlRequests;
+    const created = await createTaskOk(gw);
+    const done = await waitForState(gw, created.id, 'SUCCEEDED');
+    const kieUrl = `${kie.url}/results/${done.upstreamTaskId}.mp4`;
+
+    for (let read = 0; read < 5; read++) expect((await getTask(gw, created.id))?.videoUrl).toBe(kieUrl);
+    // One refused refresh, then kie's own URL for FAILED_REFRESH_RETRY_MS without asking again.
+    expect(kie.simulator.stats.downloadUrlRequests).toBe(before + 1);
+    expect(await metric(gw, 'avatar_gateway_result_link_refreshes_total{outcome="failed"}')).toBe(1);
   });
 });

@@ -143,6 +143,43 @@ describe.each(databaseKinds())('log lines on %s', (kind) => {
     ).toEqual([]);
   });
 
+  it("work a callback wakes in the background does not log under the callback's request id", async () => {
+    const task = await createTaskOk(gateway, sampleInput(), `user-${randomUUID()}`);
+    const row = await taskRow(gateway, task.id);
+    const upstreamTaskId = row.upstreamTaskId ?? '';
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const requestId = `callback-${randomUUID()}`;
+    const response = await fetch(`${gateway.url}/callbacks/kie/${row.id}/${row.callbackSecret}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-request-id': requestId,
+        'x-webhook-timestamp': timestamp,
+        'x-webhook-signature': createHmac('sha256', HMAC_KEY)
+          .update(`${upstreamTaskId}.${timestamp}`)
+          .digest('base64'),
+      },
+      // Nothing listens on port 1: the copy the success wakes fails at once, and says so in the log.
+      body: JSON.stringify({
+        code: 200,
+        data: {
+          taskId: upstreamTaskId,
+          state: 'success',
+          resultJson: { resultUrls: ['http://127.0.0.1:1/v.mp4'] },
+        },
+      }),
+    });
+    await response.arrayBuffer();
+    expect(response.status).toBe(200);
+    const copyLine = () =>
+      capture
+        .lines()
+        .find((line) => line.taskId === row.id && /copying a result failed/.test(String(line.msg)));
+    await expect.poll(copyLine, { timeout: 10_000, interval: 50 }).toBeDefined();
+    // The copier's lines belong to no request: under the callback's id, every later copy would claim it too.
+    expect(copyLine()?.requestId).toBeUndefined();
+  });
+
   it('a bad token is logged without the token', async () => {
     const foreign = await new (await import('jose')).SignJWT({})
       .setProtectedHeader({ alg: 'HS256' })

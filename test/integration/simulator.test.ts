@@ -25,6 +25,7 @@ const defaultKnobs: SimulatorKnobs = {
   credits: 1000,
   resultUrlTtlMs: Number.POSITIVE_INFINITY,
   downloadUrlTtlMs: 20 * 60_000,
+  downloadUrlErrors: [],
   resultErrors: [],
   resultDelayMs: 0,
   checkInputUrls: false,
@@ -99,7 +100,12 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  Object.assign(sim.simulator.knobs, defaultKnobs, { createErrors: [], queryErrors: [], resultErrors: [] });
+  Object.assign(sim.simulator.knobs, defaultKnobs, {
+    createErrors: [],
+    queryErrors: [],
+    resultErrors: [],
+    downloadUrlErrors: [],
+  });
 });
 
 function taskBody(overrides: { prompt?: string; callBackUrl?: string; model?: string } = {}) {

@@ -203,4 +203,55 @@ describe.each(databaseKinds())('task streams on %s', (kind) => {
     await stream.return?.();
     expect(delivered).toEqual(oldestFirst.slice(0, 10).map((task) => task.id));
   });
+
+  it('reads the replays of many streams starting at once in one query, each its own tasks since its own `since`', async () => {
+    let replayQueries = 0;
+    const counting = new (class extends TaskRepository {
+      override async listUpdatedSince(...args: Parameters<TaskRepository['listUpdatedSince']>) {
+        replayQueries++;
+        return super.listUpdatedSince(...args);
+      }
+      override async listUpdatedSinceForMany(...args: Parameters<TaskRepository['listUpdatedSinceForMany']>) {
+        replayQueries++;
+        return super.listUpdatedSinceForMany(...args);
+      }
+    })(handle.db);
+    const reconnecting = new TaskUpdates(counting, new SignalDispatcher(bus), undefined, {
+      replayPageSize: 3,
+    });
+    // Forty clients coming back at once, as after a restart: two per user, one that saw nothing yet and one
+    // that saw the user's first two tasks.
+    const users = Array.from({ length: 20 }, () => `user-${randomUUID()}`);
+    const tasksOf = new Map<string, AvatarTaskRow[]>();
+    for (const userId of users) {
+      const tasks = [];
+      for (let index = 0; index < 4; index++) {
+        tasks.push(await insertTask(userId));
+        // Each change at an instant of its own, so that every client has something after its `since`.
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      tasksOf.set(userId, tasks);
+    }
+    const oldestFirst = (tasks: AvatarTaskRow[]) =>
+      [...tasks].sort((a, b) => a.updatedAt.getTime() - b.updatedAt.getTime() || (a.id < b.id ? -1 : 1));
+    const clients = users.flatMap((userId) => {
+      const tasks = oldestFirst(tasksOf.get(userId) ?? []);
+      const seen = tasks[1] as AvatarTaskRow;
+      return [
+        { userId, since: new Date(0), expected: tasks },
+        { userId, since: seen.updatedAt, expected: tasks.filter((task) => task.updatedAt > seen.updatedAt) },
+      ];
+    });
+    const streams = clients.map((client) => reconnecting.watchUser(client.userId, client.since));
+    const firstPages = await Promise.all(streams.map((stream) => stream.next()));
+    expect(replayQueries).toBeLessThanOrEqual(2);
+
+    for (const [index, stream] of streams.entries()) {
+      const expected = clients[index]?.expected.map((task) => task.id);
+      const received = [(firstPages[index] as IteratorResult<AvatarTaskRow>).value.id];
+      while (received.length < (expected?.length ?? 0)) received.push((await stream.next()).value.id);
+      expect(received).toEqual(expected);
+    }
+    await Promise.all(streams.map((stream) => stream.return?.()));
+  });
 });

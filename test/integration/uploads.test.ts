@@ -60,7 +60,11 @@ describe.each(databaseKinds())('uploads on %s', (kind) => {
     expect(task.estimatedCredits).toBe(48);
 
     const done = await waitForState(gateway, task.id, 'SUCCEEDED', 'uploader');
-    expect(done.videoUrl).toMatch(/\.mp4$/);
+    // kie's own link or, once the copier has stored it, a signed link to the copy: either serves the video.
+    const video = await fetch(done.videoUrl as string);
+    expect(video.status).toBe(200);
+    expect(video.headers.get('content-type')).toMatch(/^video\/mp4/);
+    expect((await video.arrayBuffer()).byteLength).toBeGreaterThan(0);
   });
 
   it('estimates a STANDARD task at 8 credits a second', async () => {

@@ -65,6 +65,14 @@ describe('graphql-ws frame limits', () => {
     expect((await closed).code).toBe(1009);
   });
 
+  it('closes with 4400 a message that is not a JSON object, even a JSON string holding one', async () => {
+    for (const text of ['{not json', '42', JSON.stringify(JSON.stringify({ type: 'ping' }))]) {
+      const { socket, closed } = await initialised(gateway);
+      socket.send(text);
+      expect(await closed).toEqual({ code: 4400, reason: 'Invalid message received' });
+    }
+  });
+
   it('closes with 1009 a 100 KiB message from an authenticated socket', async () => {
     const { socket, closed } = await initialised(gateway);
     socket.send(

@@ -60,6 +60,23 @@ describe('SocketSweeper', () => {
     expect(result.atMs - start).toBeGreaterThanOrEqual(140);
   });
 
+  it('keeps a socket whose message arrived before its deadline, though the server was too busy to read it', async () => {
+    const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
+    const client = new WebSocket(url);
+    clients.push(client);
+    const server = await accepted;
+    await new Promise((resolve) => client.once('open', resolve));
+    // As graphql-ws's connection_init cancels the 4408 deadline.
+    server.once('message', () => sweeper.cancelDeadline(server));
+    sweeper.closeAt(server, Date.now() + 30, 4408, 'Connection initialisation timeout');
+    client.send('connection_init');
+    // The process busy with other sockets' work past the deadline and the next check: the message waits.
+    const busyUntil = Date.now() + 100;
+    while (Date.now() < busyUntil) {}
+    await pause(100);
+    expect(stillOpen(client)).toBe(true);
+  });
+
   it('lets a later deadline replace an earlier one, and a cancelled one close nothing', async () => {
     const replaced = await connect();
     const cancelled = await connect();
