@@ -30,7 +30,7 @@ export interface FakeKieBehaviour {
 
 export class FakeKie {
   readonly tasks = new Map<string, FakeTask>();
-  readonly stats = { creates: 0, queries: 0, callbacksSent: 0, callbacksFailed: 0 };
+  readonly stats = { creates: 0, queries: 0, callbacksSent: 0, callbacksFailed: 0, downloadUrls: 0 };
   private behaviour: FakeKieBehaviour = { callbacks: 'drop' };
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -53,7 +53,13 @@ export class FakeKie {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     this.tasks.clear();
-    Object.assign(this.stats, { creates: 0, queries: 0, callbacksSent: 0, callbacksFailed: 0 });
+    Object.assign(this.stats, {
+      creates: 0,
+      queries: 0,
+      callbacksSent: 0,
+      callbacksFailed: 0,
+      downloadUrls: 0,
+    });
     this.behaviour = behaviour;
   }
 
@@ -78,6 +84,21 @@ export class FakeKie {
       if (!task) return reply(res, 404, { code: 404, msg: 'Task not found', data: null });
       task.queries++;
       return reply(res, 200, { code: 200, msg: 'success', data: this.record(task) });
+    }
+    if (req.method === 'GET' && url.pathname === '/api/v1/chat/credit') {
+      return reply(res, 200, { code: 200, msg: 'success', data: 1_000_000 });
+    }
+    if (req.method === 'POST' && url.pathname === '/api/v1/common/download-url') {
+      // As kie: a fresh link to a file it generated, valid 20 minutes (the gateway refreshes old results).
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { url?: string };
+      this.stats.downloadUrls++;
+      return reply(res, 200, {
+        code: 200,
+        msg: 'success',
+        data: `${body.url}?expires=${Date.now() + 20 * 60_000}`,
+      });
     }
     reply(res, 404, { code: 404, msg: 'Not found', data: null });
   }

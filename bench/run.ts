@@ -22,19 +22,23 @@ import { callbacksScenario } from './scenarios/callbacks.js';
 import { createScenario } from './scenarios/create.js';
 import { fanOutScenario } from './scenarios/fan-out.js';
 import { historyScenario } from './scenarios/history.js';
+import { idleSubscribersScenario } from './scenarios/idle-subscribers.js';
 import { memoryScenario } from './scenarios/memory.js';
 import { pollerScenario } from './scenarios/poller.js';
+import { reconnectStormScenario } from './scenarios/reconnect-storm.js';
 import { sseScenario } from './scenarios/sse.js';
 import type { ResultRow, Scenario, ScenarioContext } from './scenarios/types.js';
 
 const scenarios: Scenario[] = [
   fanOutScenario,
   memoryScenario,
+  idleSubscribersScenario,
   sseScenario,
   createScenario,
   callbacksScenario,
   historyScenario,
   pollerScenario,
+  reconnectStormScenario,
 ];
 
 const { values } = parseArgs({
@@ -168,6 +172,11 @@ for (const scenario of selected) {
       processes.push(server);
       return server;
     },
+    async startHelper(name, script, env, cores = '0,1') {
+      const server = await startServer({ name: `${name}-${scenario.name}`, script, env, cores });
+      processes.push(server);
+      return server;
+    },
   };
   log(`${scenario.name}: start`);
   const loadBefore = sampleLoad();
@@ -176,13 +185,11 @@ for (const scenario of selected) {
   try {
     await database.truncate();
     kie.reset({ callbacks: 'drop' });
+    const timeoutMs = (quick ? scenario.timeoutMs?.quick : scenario.timeoutMs?.full) ?? scenarioTimeoutMs;
     const result = await Promise.race([
       scenario.run(context),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`took longer than ${scenarioTimeoutMs / 1000} s`)),
-          scenarioTimeoutMs,
-        );
+        timer = setTimeout(() => reject(new Error(`took longer than ${timeoutMs / 1000} s`)), timeoutMs);
       }),
     ]);
     rows.push(...result.rows);

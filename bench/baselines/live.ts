@@ -7,6 +7,11 @@
  * the HMAC, runs the same transition transaction and NOTIFY; a LISTEN handler re-reads the row and sends it.
  * Without DATABASE_URL it is the transport floor: a callback's state goes straight to the subscriber's socket.
  * With nobody subscribed, it is also the callbacks scenario's baseline.
+ *
+ * A subscription without `id` follows every task of its user, as the gateway's per-user stream: with `since`,
+ * first the user's tasks changed after that instant (the same keyset query, page by page), then live changes.
+ * PORT pins the port, so the reconnect-storm scenario can kill this process and start it again where its
+ * clients expect it.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,7 +19,15 @@ import postgres from 'postgres';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { isTerminal, type UpstreamSnapshot, upstreamStates } from '../../src/tasks/states.js';
 import { benchEnv, reportFailure, reportReady } from '../lib/child.js';
-import { Auth, decodeGlobalId, readBody, sameSecret, sendJson, validSignature } from './common.js';
+import {
+  Auth,
+  decodeGlobalId,
+  encodeGlobalId,
+  readBody,
+  sameSecret,
+  sendJson,
+  validSignature,
+} from './common.js';
 import { TASK_CHANNEL, type TaskRow, TaskSql, UpstreamMismatchError } from './sql.js';
 
 type TaskView = Pick<
@@ -36,6 +49,17 @@ const hmacKey = env.KIE_WEBHOOK_HMAC_KEY;
 const sql = env.DATABASE_URL ? postgres(env.DATABASE_URL, { max: 10, onnotice: () => {} }) : undefined;
 const tasks = sql ? new TaskSql(sql) : undefined;
 const byTask = new Map<string, Set<Subscription>>();
+
+/** A subscription to every task of one user: the last version sent per task. */
+interface UserFollower {
+  userId: string;
+  sent: Map<string, number>;
+  push(json: string): void;
+}
+
+const byUser = new Map<string, Set<UserFollower>>();
+/** The gateway's SINCE_REPLAY_PAGE_SIZE default. */
+const REPLAY_PAGE_SIZE = 100;
 
 /** The same JSON the gateway sends for `avatarTaskUpdated { id state version videoUrl updatedAt failure { code message } }`. */
 function payload(globalId: string, task: TaskView): string {
@@ -75,6 +99,52 @@ function watch(taskId: string, subscription: Subscription): () => void {
     own.delete(subscription);
     if (own.size === 0 && byTask.get(taskId) === own) byTask.delete(taskId);
   };
+}
+
+function deliverToFollower(follower: UserFollower, task: TaskView): void {
+  if (task.version <= (follower.sent.get(task.id) ?? 0)) return;
+  follower.sent.set(task.id, task.version);
+  follower.push(payload(encodeGlobalId(task.id), task));
+}
+
+/**
+ * Registers first, then replays what changed after `since` page by page, as the gateway's user stream does,
+ * so a change committed during the replay is seen too (and sent once: the versions sent are kept per task).
+ */
+async function follow(follower: UserFollower, since: Date | undefined): Promise<() => void> {
+  let set = byUser.get(follower.userId);
+  if (!set) {
+    set = new Set();
+    byUser.set(follower.userId, set);
+  }
+  set.add(follower);
+  const own = set;
+  const unfollow = () => {
+    own.delete(follower);
+    if (own.size === 0 && byUser.get(follower.userId) === own) byUser.delete(follower.userId);
+  };
+  if (since && tasks) {
+    let cursor: { since: Date; afterId: string | undefined } | undefined = { since, afterId: undefined };
+    while (cursor) {
+      const page: TaskRow[] = await tasks.listUpdatedSince(
+        follower.userId,
+        cursor.since,
+        cursor.afterId,
+        REPLAY_PAGE_SIZE,
+      );
+      for (const task of page) deliverToFollower(follower, task);
+      const last = page.at(-1);
+      cursor =
+        last && page.length === REPLAY_PAGE_SIZE ? { since: last.updated_at, afterId: last.id } : undefined;
+    }
+  }
+  return unfollow;
+}
+
+function sinceOf(variables: { since?: unknown }): Date | undefined {
+  if (typeof variables.since !== 'string') return undefined;
+  const since = new Date(variables.since);
+  return Number.isNaN(since.getTime()) ? undefined : since;
 }
 
 /** Registers first, then reads the snapshot, as the gateway does, so a change in between is not missed. */
@@ -170,25 +240,48 @@ async function onCallback(req: IncomingMessage, res: ServerResponse, taskId: str
 
 /** Signals from NOTIFY: re-read the row once and send it to every subscriber of the task that has not seen it. */
 async function onSignal(raw: string): Promise<void> {
-  const signal = JSON.parse(raw) as { taskId: string; version: number };
-  const subscriptions = byTask.get(signal.taskId);
-  if (!subscriptions || !tasks) return;
-  if ([...subscriptions].every((subscription) => subscription.sent >= signal.version)) return;
+  const signal = JSON.parse(raw) as { taskId: string; userId: string; version: number };
+  if (!tasks) return;
+  const subscriptions = [...(byTask.get(signal.taskId) ?? [])];
+  const followers = [...(byUser.get(signal.userId) ?? [])];
+  const behind =
+    subscriptions.some((subscription) => subscription.sent < signal.version) ||
+    followers.some((follower) => (follower.sent.get(signal.taskId) ?? 0) < signal.version);
+  if (!behind) return;
   const task = await tasks.findById(signal.taskId);
   if (!task) return;
-  for (const subscription of [...subscriptions]) deliver(subscription, task);
+  for (const subscription of subscriptions) deliver(subscription, task);
+  for (const follower of followers) deliverToFollower(follower, task);
 }
 
 async function onSse(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const userId = await auth.userOf(req.headers.authorization);
   if (!userId) return sendJson(res, 401, { errors: [{ message: 'unauthenticated' }] });
-  const body = JSON.parse(await readBody(req)) as { variables?: { id?: string } };
-  const taskId = decodeGlobalId(String(body.variables?.id ?? ''));
+  const body = JSON.parse(await readBody(req)) as { variables?: { id?: string; since?: string } };
   res.writeHead(200, {
     'content-type': 'text/event-stream',
     'cache-control': 'no-cache',
     connection: 'keep-alive',
   });
+  if (body.variables?.id === undefined) {
+    // As the gateway does: a comment at once, so the client sees the stream open before any update.
+    res.write(':\n\n');
+    let unfollow: (() => void) | undefined;
+    let gone = false;
+    res.on('close', () => {
+      gone = true;
+      unfollow?.();
+    });
+    const follower: UserFollower = {
+      userId,
+      sent: new Map(),
+      push: (json) => res.write(`event: next\ndata: ${json}\n\n`),
+    };
+    unfollow = await follow(follower, sinceOf(body.variables ?? {}));
+    if (gone) unfollow();
+    return;
+  }
+  const taskId = decodeGlobalId(String(body.variables?.id ?? ''));
   const complete = () => {
     if (!res.writableEnded) res.end('event: complete\ndata:\n\n');
   };
@@ -242,7 +335,18 @@ function onSocket(socket: WebSocket): void {
       case 'subscribe': {
         if (!userId) return socket.close(4401, 'Unauthorized');
         const id = String(message.id);
-        const variables = (message.payload?.variables ?? {}) as { id?: string };
+        const variables = (message.payload?.variables ?? {}) as { id?: string; since?: string };
+        if (variables.id === undefined) {
+          const follower: UserFollower = {
+            userId,
+            sent: new Map(),
+            push: (json) => socket.send(`{"id":${JSON.stringify(id)},"type":"next","payload":${json}}`),
+          };
+          const unfollow = await follow(follower, sinceOf(variables));
+          if (socket.readyState === socket.OPEN) operations.set(id, unfollow);
+          else unfollow();
+          return;
+        }
         const taskId = decodeGlobalId(String(variables.id ?? ''));
         let done = false;
         let unwatch: (() => void) | undefined;
@@ -301,10 +405,10 @@ try {
   });
   wss.on('connection', onSocket);
   const listening = sql ? await sql.listen(TASK_CHANNEL, (raw) => void onSignal(raw)) : undefined;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(Number(env.PORT ?? 0), '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   reportReady(`http://127.0.0.1:${port}`, {
-    stats: () => ({ subscribedTasks: byTask.size, sockets: wss.clients.size }),
+    stats: () => ({ subscribedTasks: byTask.size, followedUsers: byUser.size, sockets: wss.clients.size }),
     async stop() {
       for (const client of wss.clients) client.terminate();
       server.closeAllConnections();

@@ -54,6 +54,21 @@ export class TaskSql {
     return row;
   }
 
+  /**
+   * A page of a user's tasks changed after `since` (or at `since`, after `afterId`), oldest change first: the
+   * repository's `listUpdatedSince`, which a `since` replay reads page by page.
+   */
+  async listUpdatedSince(userId: string, since: Date, afterId: string | undefined, limit: number) {
+    return afterId === undefined
+      ? this.sql<TaskRow[]>`
+          select * from avatar_tasks where user_id = ${userId} and updated_at > ${since}
+          order by updated_at, id limit ${limit}`
+      : this.sql<TaskRow[]>`
+          select * from avatar_tasks
+          where user_id = ${userId} and (updated_at > ${since} or (updated_at = ${since} and id > ${afterId}))
+          order by updated_at, id limit ${limit}`;
+  }
+
   /** createAvatarTask's first transaction: the PENDING row and its first event. */
   async insertPending(task: {
     id: string;

@@ -3,11 +3,12 @@ import { writeHeapSnapshot } from 'node:v8';
 
 /**
  * The server side of the IPC protocol every bench server process speaks (the gateway launcher and each
- * baseline): it reports `ready` with its URL, and answers the orchestrator's `gc`, `cpu`, `stats` and `stop`.
+ * baseline): it reports `ready` with its URL, and answers the orchestrator's `gc`, `memory`, `cpu`, `stats`
+ * and `stop`.
  */
 
 export type ParentMessage =
-  | { id: number; type: 'gc' | 'cpu' | 'stats' | 'stop' }
+  | { id: number; type: 'gc' | 'memory' | 'cpu' | 'stats' | 'stop' }
   | { id: number; type: 'heapSnapshot'; file: string };
 export type ChildMessage =
   | { type: 'ready'; url: string }
@@ -85,6 +86,9 @@ export function reportReady(url: string, hooks: ChildHooks): void {
     switch (raw.type) {
       case 'gc':
         collectGarbage();
+        reply(process.memoryUsage());
+        return;
+      case 'memory':
         reply(process.memoryUsage());
         return;
       case 'heapSnapshot':

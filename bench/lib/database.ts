@@ -1,7 +1,8 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import postgres from 'postgres';
 import { openDatabase } from '../../src/db/connection.js';
+import { resultKey } from '../../src/storage/result-store.js';
 import type { AvatarTaskState } from '../../src/tasks/states.js';
 
 /**
@@ -23,6 +24,13 @@ export interface SeedTask {
   upstreamTaskId: string;
   callbackSecret: string;
   createdAt: Date;
+  /**
+   * For a SUCCEEDED task: the stored_results row the result copier would have left, in its own shape
+   * (src/storage/copier.ts): `stored` (copied a minute after the task succeeded, kept RESULT_RETENTION_S) or
+   * `failed` (given up after its attempts, so reads fall back to kie's link). Unset: no row, as with
+   * RESULT_STORAGE=none.
+   */
+  copy?: 'stored' | 'failed';
 }
 
 export interface BenchDatabase {
@@ -68,9 +76,12 @@ export async function prepareDatabase(adminUrl = process.env.BENCH_DATABASE_URL 
         const batch = tasks.slice(start, start + 1000);
         await sql`insert into avatar_tasks ${sql(batch.map((task) => taskRow(sql, task)))}`;
         await sql`insert into avatar_task_events ${sql(batch.flatMap(eventRows))}`;
+        const copies = batch.flatMap(storedResultRows);
+        if (copies.length > 0) await sql`insert into stored_results ${sql(copies)}`;
       }
       await sql`analyze avatar_tasks`;
       await sql`analyze avatar_task_events`;
+      await sql`analyze stored_results`;
     },
     async close() {
       await sql.end({ timeout: 5 });
@@ -89,6 +100,15 @@ function redact(url: string): string {
 
 const walk: AvatarTaskState[] = ['PENDING', 'WAITING', 'QUEUING', 'GENERATING'];
 const isTerminal = (state: AvatarTaskState) => state === 'SUCCEEDED' || state === 'FAILED';
+
+/**
+ * The gateway's environment for scenarios whose tasks succeed with these placeholder results: files.example.com
+ * does not exist, so with a result store the gateway would spend the run retrying a download of every result
+ * (a DNS lookup, an error, a log line and a database write per attempt, their garbage promoted into major
+ * collections) on a host that is not on this machine, which no baseline does and no scenario measures. Reading
+ * stored results on every delivery stays as it is.
+ */
+export const NO_RESULT_COPIES = { RESULT_STORAGE: 'none' } as const;
 
 export function resultUrl(upstreamTaskId: string): string {
   return `https://files.example.com/results/${upstreamTaskId}.mp4`;
@@ -123,6 +143,75 @@ function taskRow(sql: postgres.Sql, task: SeedTask) {
     updated_at: task.createdAt,
     completed_at: terminal ? task.createdAt : null,
   };
+}
+
+/** The copier stores a result about this long after its task SUCCEEDED. */
+const COPIED_AFTER_MS = 60_000;
+/** RESULT_RETENTION_S's default: a stored copy is kept 30 days. */
+const RETENTION_MS = 30 * 86_400_000;
+const COPY_ATTEMPTS = 20;
+
+interface StoredResultSeedRow {
+  task_id: string;
+  position: number;
+  source_url: string;
+  status: 'stored' | 'failed';
+  storage_key: string | null;
+  content_type: string | null;
+  size_bytes: number | null;
+  sha256: string | null;
+  duration_seconds: number | null;
+  attempts: number;
+  last_error: string | null;
+  next_attempt_at: null;
+  lease_until: null;
+  stored_at: Date | null;
+  expires_at: Date | null;
+}
+
+/** What markStored or the last markAttemptFailed leaves in stored_results for the task's one result. */
+function storedResultRows(task: SeedTask): StoredResultSeedRow[] {
+  if (task.state !== 'SUCCEEDED' || !task.copy) return [];
+  const common = {
+    task_id: task.id,
+    position: 0,
+    source_url: resultUrl(task.upstreamTaskId),
+    next_attempt_at: null,
+    lease_until: null,
+  };
+  if (task.copy === 'failed') {
+    return [
+      {
+        ...common,
+        status: 'failed',
+        storage_key: null,
+        content_type: null,
+        size_bytes: null,
+        sha256: null,
+        duration_seconds: null,
+        attempts: COPY_ATTEMPTS,
+        last_error: 'download failed: HTTP 404',
+        stored_at: null,
+        expires_at: null,
+      },
+    ];
+  }
+  const storedAt = new Date(task.createdAt.getTime() + COPIED_AFTER_MS);
+  return [
+    {
+      ...common,
+      status: 'stored',
+      storage_key: resultKey(task.id, 0),
+      content_type: 'video/mp4',
+      size_bytes: 4_200_000,
+      sha256: createHash('sha256').update(task.id).digest('hex'),
+      duration_seconds: 12.5,
+      attempts: 0,
+      last_error: null,
+      stored_at: storedAt,
+      expires_at: new Date(storedAt.getTime() + RETENTION_MS),
+    },
+  ];
 }
 
 function eventRows(task: SeedTask) {

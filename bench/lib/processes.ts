@@ -65,7 +65,11 @@ export interface ServerProcess {
   heapSnapshot(label: string): Promise<string>;
   cpu(): Promise<CpuSample>;
   stats<T>(): Promise<T>;
+  /** Its memory now, without collecting first: what it holds at this moment, garbage included. */
+  memory(): Promise<NodeJS.MemoryUsage>;
   stop(): Promise<void>;
+  /** SIGKILL, as a crash: no drain, no goodbye to its clients; resolves once it is gone. */
+  kill(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -77,6 +81,12 @@ export interface StartOptions {
   env: Record<string, string>;
   /** Write a CPU profile of this process to bench/results/profiles. */
   profile?: boolean;
+  /**
+   * The cores it may run on when pinning (taskset's list): `0`, the default, for servers; `0,1` for a helper
+   * that must not be starved by whichever side is busiest (a query-counting proxy, which every query of the
+   * server waits on).
+   */
+  cores?: '0' | '0,1';
 }
 
 const live = new Set<ChildProcess>();
@@ -97,7 +107,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
   }
   nodeArgs.push(path.join(repoRoot, options.script));
   const [command, args] = pinned
-    ? [TASKSET, ['-c', '0', process.execPath, ...nodeArgs]]
+    ? [TASKSET, ['-c', options.cores ?? '0', process.execPath, ...nodeArgs]]
     : [process.execPath, nodeArgs];
   const child = spawn(command, args, {
     cwd: repoRoot,
@@ -166,6 +176,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       return { micros: cpu.user + cpu.system, at: performance.now(), loopDelayMaxMs, majorGcs };
     },
     stats: <T>() => request<T>('stats'),
+    memory: () => request<NodeJS.MemoryUsage>('memory'),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -173,6 +184,12 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
       await exited;
       clearTimeout(timer);
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
     },
   };
 }

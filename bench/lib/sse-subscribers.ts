@@ -78,16 +78,26 @@ async function read(
     signal,
   });
   if (!response.ok || !response.body) throw new Error(`SSE answered ${response.status}`);
+  await readNextEvents(response.body, onEvent);
+}
+
+/**
+ * Reads a `text/event-stream` body until it ends, handing over the data of each `next` event (or event
+ * without a name). Comments (`:` pings) and `complete` events carry no task.
+ */
+export async function readNextEvents(
+  body: ReadableStream<Uint8Array>,
+  onEvent: (data: string) => void,
+): Promise<void> {
   const decoder = new TextDecoder();
   let buffer = '';
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
     buffer += decoder.decode(chunk, { stream: true });
     let end = buffer.indexOf('\n\n');
     while (end >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       end = buffer.indexOf('\n\n');
-      // Comments (`:` pings) and `complete` events carry no task.
       const data = block
         .split('\n')
         .filter((line) => line.startsWith('data:'))

@@ -38,6 +38,11 @@ export interface WsSubscribeOptions {
   /** How many subscribers connect at once, so thousands of sockets do not stampede the server. */
   concurrency?: number;
   timeoutMs?: number;
+  /**
+   * Source addresses (127.0.0.x) the sockets are spread over, one after another: every (source, destination)
+   * pair has its own range of ephemeral ports, which tens of thousands of sockets from one address exhaust.
+   */
+  localAddresses?: readonly string[];
 }
 
 export async function openWsSubscribers(options: WsSubscribeOptions): Promise<WsSubscribers> {
@@ -55,9 +60,12 @@ export async function openWsSubscribers(options: WsSubscribeOptions): Promise<Ws
   const clientFor = (token: string) => {
     let client = clients.get(token);
     if (!client) {
+      const { localAddresses } = options;
       client = createClient({
         url: options.wsUrl,
-        webSocketImpl: WebSocket,
+        webSocketImpl: localAddresses?.length
+          ? boundWebSocket(localAddresses[clients.size % localAddresses.length] as string)
+          : WebSocket,
         lazy: false,
         retryAttempts: 0,
         connectionParams: { authorization: `Bearer ${token}` },
@@ -104,6 +112,21 @@ export async function openWsSubscribers(options: WsSubscribeOptions): Promise<Ws
     });
   });
   return state;
+}
+
+/** graphql-ws constructs its socket with (url, protocol) only: the source address rides on a subclass. */
+const boundClasses = new Map<string, unknown>();
+function boundWebSocket(localAddress: string): unknown {
+  let bound = boundClasses.get(localAddress);
+  if (!bound) {
+    bound = class BoundWebSocket extends WebSocket {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(url, protocols, { localAddress });
+      }
+    };
+    boundClasses.set(localAddress, bound);
+  }
+  return bound;
 }
 
 function describe(error: unknown): string {

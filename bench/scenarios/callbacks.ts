@@ -1,6 +1,6 @@
 import { alternate, median, type Round } from '../lib/alternate.js';
 import { callbackBody, callbackPath, signatureHeaders } from '../lib/callback.js';
-import { resultUrl, type SeedTask, waitingTask } from '../lib/database.js';
+import { NO_RESULT_COPIES, resultUrl, type SeedTask, waitingTask } from '../lib/database.js';
 import { httpRequest } from '../lib/http.js';
 import type { ServerProcess } from '../lib/processes.js';
 import { seededRandom } from '../lib/stats.js';
@@ -103,7 +103,7 @@ export const callbacksScenario: Scenario = {
       waitingTask(`cbb-${index % 100}`, index),
     );
     await context.database.seed([...gatewayTasks, ...baselineTasks]);
-    const gateway = await context.startGateway();
+    const gateway = await context.startGateway(NO_RESULT_COPIES);
     const baseline = await context.startBaseline('live', { DATABASE_URL: context.database.url });
 
     const run = await alternate({

@@ -6,6 +6,7 @@ import {
   withoutSamples,
 } from '../lib/callback-steps.js';
 import { describeGc, type GcStats } from '../lib/child.js';
+import { NO_RESULT_COPIES } from '../lib/database.js';
 import type { ServerProcess } from '../lib/processes.js';
 import { alternatingRuns, type RunsResult } from '../lib/runs.js';
 import { planSubscribers, type SubscriberPlan } from '../lib/subscriber-plan.js';
@@ -79,7 +80,7 @@ export const fanOutScenario: Scenario = {
     const baselinePlan = await planSubscribers('fanb', count, 2 * count);
     await context.database.seed([...gatewayPlan.tasks, ...baselinePlan.tasks]);
 
-    const gatewayServer = await context.startGateway();
+    const gatewayServer = await context.startGateway(NO_RESULT_COPIES);
     const baselineServer = await context.startBaseline('live', { DATABASE_URL: context.database.url });
     const gateway = await openSide(context, 'gateway', gatewayServer, gatewayPlan);
     const baseline = await openSide(context, 'baseline', baselineServer, baselinePlan);
@@ -144,7 +145,8 @@ export const fanOutScenario: Scenario = {
         scenario: 'fan-out',
         rate: RATE,
         subscribers,
-        target: `≤ 2x and < ${MAX_P99_MS} ms`,
+        // Issue 12's target for fan-out, and the highest p99 a step may have and still hold.
+        maxRatio: 1.5,
         maxP99Ms: MAX_P99_MS,
         segments,
         segmentMs,

@@ -16,6 +16,8 @@ import type { Scenario } from './types.js';
  */
 
 const USER = 'history-user';
+/** A user whose results were never copied (every copy given up), so each old result needs a fresh kie link. */
+const UNCOPIED_USER = 'history-uncopied-user';
 const PAGE = 20;
 const INDEX = 'avatar_tasks_user_created_idx';
 /** One request at a time for the latency target, so p99 is the cost of a page and not of a queue. */
@@ -30,11 +32,26 @@ const HISTORY = `query History($after: String) {
   }
 }`;
 
+const sortNewestFirst = (tasks: readonly SeedTask[]) =>
+  [...tasks].sort(
+    (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0),
+  );
+
 const encodeCursor = (task: SeedTask) =>
   Buffer.from(`${task.createdAt.toISOString()}|${task.id}`, 'utf8').toString('base64url');
 
-function historyTasks(userId: string, count: number, random: () => number): SeedTask[] {
-  const start = Date.now() - count * 60_000;
+/**
+ * `count` tasks a minute apart, the newest `newestAgeMs` old, with the copy the result copier left for each
+ * SUCCEEDED one.
+ */
+function historyTasks(
+  userId: string,
+  count: number,
+  random: () => number,
+  copy: SeedTask['copy'],
+  newestAgeMs = 0,
+): SeedTask[] {
+  const start = Date.now() - newestAgeMs - count * 60_000;
   return Array.from({ length: count }, (_, index) => {
     const roll = random();
     const state: AvatarTaskState = roll < 0.8 ? 'SUCCEEDED' : roll < 0.95 ? 'FAILED' : 'WAITING';
@@ -49,49 +66,61 @@ function historyTasks(userId: string, count: number, random: () => number): Seed
       callbackSecret: randomBytes(24).toString('base64url'),
       // A minute apart, every 50th in the same millisecond as its neighbour, so the id tie-break is exercised.
       createdAt: new Date(start + (index - (index > 0 && index % 50 === 0 ? 1 : 0)) * 60_000),
+      copy: state === 'SUCCEEDED' ? copy : undefined,
     };
   });
 }
 
 export const historyScenario: Scenario = {
   name: 'history',
-  async run({ quick, database, startGateway, startBaseline, log }) {
+  async run({ quick, database, startGateway, startBaseline, log, kie }) {
     const rowsForUser = quick ? 1_000 : 10_000;
     const requests = quick ? 200 : 4_000;
+    const uncopiedPages = quick ? 20 : 200;
     const random = seededRandom(4);
 
-    const mine = historyTasks(USER, rowsForUser, random);
+    // As in a deployment with a result store (this gateway runs with the default, RESULT_STORAGE=local): every
+    // SUCCEEDED task got its stored copy shortly after it succeeded, so its URL is a signed link to the copy.
+    const mine = historyTasks(USER, rowsForUser, random, 'stored');
     // Other users' rows share the table and the index, as they would in production.
     const others = Array.from({ length: 20 }, (_, user) =>
-      historyTasks(`history-other-${user}`, Math.ceil(rowsForUser / 10), random),
+      historyTasks(`history-other-${user}`, Math.ceil(rowsForUser / 10), random, 'stored'),
     ).flat();
-    await database.seed([...mine, ...others]);
-    const newestFirst = [...mine].sort(
-      (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0),
+    // Old results whose copy was given up, the newest two hours old (past KIE_RESULT_URL_FRESH_S): each needs
+    // a fresh link from kie's download-url on its first read. Measured apart, so their cost stays visible.
+    const uncopied = historyTasks(
+      UNCOPIED_USER,
+      uncopiedPages * PAGE,
+      seededRandom(5),
+      'failed',
+      2 * 3_600_000,
     );
-    log(`seeded ${mine.length} tasks for ${USER} and ${others.length} for other users`);
+    await database.seed([...mine, ...others, ...uncopied]);
+    const newestFirst = sortNewestFirst(mine);
+    log(
+      `seeded ${mine.length} tasks for ${USER}, ${others.length} for other users (results copied) and ${uncopied.length} for ${UNCOPIED_USER} (copies failed)`,
+    );
 
     // The same pages in the same order for both sides: one page in ten is the first, the rest at random depth.
     const positions = Array.from({ length: requests + 200 }, () =>
       random() < 0.1 ? -1 : Math.floor(random() * (newestFirst.length - 1)),
     );
     const expectedEdges = (position: number) => Math.min(PAGE, newestFirst.length - position - 1);
-    const token = await signToken(USER);
-    const auth = { authorization: `Bearer ${token}` };
+    const auth = { authorization: `Bearer ${await signToken(USER)}` };
 
-    const fetchers = (gateway: ServerProcess, baseline: ServerProcess) => ({
+    const fetchers = (gateway: ServerProcess, baseline: ServerProcess, headers = auth) => ({
       gateway: async (after: string | null) => {
         const answer = await postJson(
           `${gateway.url}/graphql`,
           { query: HISTORY, variables: { after } },
-          auth,
+          headers,
         );
         const body = JSON.parse(answer.body) as { data?: { avatarTasks: { edges: unknown[] } } };
         return body.data?.avatarTasks.edges.length ?? -1;
       },
       baseline: async (after: string | null) => {
         const query = after ? `?first=${PAGE}&after=${after}` : `?first=${PAGE}`;
-        const answer = await httpRequest('GET', `${baseline.url}/tasks${query}`, undefined, auth);
+        const answer = await httpRequest('GET', `${baseline.url}/tasks${query}`, undefined, headers);
         const body = JSON.parse(answer.body) as { data?: { avatarTasks: { edges: unknown[] } } };
         return body.data?.avatarTasks.edges.length ?? -1;
       },
@@ -143,6 +172,34 @@ export const historyScenario: Scenario = {
       `baseline p50 ${round(baseline.latency.p50)} ms, p99 ${round(baseline.latency.p99)} ms, ${round(baseline.rps, 0)} pages/s`,
     );
 
+    const refreshesForCopied = kie.stats.downloadUrls;
+
+    // The pages of results without a copy, walked from the newest, one at a time, each side in turn: every
+    // result on them is read for the first time, so the gateway asks kie for a fresh link for each (then
+    // reuses it for 15 minutes, which the random pages above would hide).
+    const uncopiedFetch = fetchers(gatewayServer, baselineServer, {
+      authorization: `Bearer ${await signToken(UNCOPIED_USER)}`,
+    });
+    const uncopiedNewestFirst = sortNewestFirst(uncopied);
+    const uncopiedTimes = { gateway: [] as number[], baseline: [] as number[] };
+    let uncopiedWrongPages = 0;
+    for (let page = 0; page < uncopiedPages; page++) {
+      const last = uncopiedNewestFirst[page * PAGE - 1];
+      const cursor = last ? encodeCursor(last) : null;
+      for (const side of ['gateway', 'baseline'] as const) {
+        const started = performance.now();
+        const edges = await uncopiedFetch[side](cursor);
+        uncopiedTimes[side].push(performance.now() - started);
+        if (edges !== PAGE) uncopiedWrongPages++;
+      }
+    }
+    const uncopiedGateway = summarize(uncopiedTimes.gateway);
+    const uncopiedBaseline = summarize(uncopiedTimes.baseline);
+    const refreshesForUncopied = kie.stats.downloadUrls - refreshesForCopied;
+    log(
+      `pages without copies: gateway p50 ${round(uncopiedGateway.p50)} ms, p99 ${round(uncopiedGateway.p99)} ms; baseline p99 ${round(uncopiedBaseline.p99)} ms; ${refreshesForUncopied} download-url calls`,
+    );
+
     // A page deep in the history: the cursor must narrow the index scan, not filter rows after it.
     const deep = newestFirst[Math.floor(newestFirst.length * 0.9)] as SeedTask;
     const plan = await explainHistory(database.url, USER, { createdAt: deep.createdAt, id: deep.id }, INDEX);
@@ -174,6 +231,19 @@ export const historyScenario: Scenario = {
           ratio: rpsRatio,
           target: '',
           pass: null,
+          // Every result here has a stored copy: a signed URL, no kie call.
+          note: `kie download-url calls: ${refreshesForCopied.toLocaleString('en-US')} (every result has a stored copy)`,
+        },
+        {
+          scenario: 'history',
+          metric: `p99 of a page whose old results need a fresh kie link (copy failed), one client`,
+          unit: 'ms',
+          gateway: uncopiedGateway.p99,
+          baseline: uncopiedBaseline.p99,
+          ratio: uncopiedGateway.p99 / uncopiedBaseline.p99,
+          target: '',
+          pass: null,
+          note: `${uncopiedPages} pages walked from the newest, each result read for the first time: ${refreshesForUncopied.toLocaleString('en-US')} kie download-url calls; p50 ${round(uncopiedGateway.p50)} ms against ${round(uncopiedBaseline.p50)} ms${uncopiedWrongPages > 0 ? `; wrong pages: ${uncopiedWrongPages}` : ''}`,
         },
         {
           scenario: 'history',
@@ -192,6 +262,12 @@ export const historyScenario: Scenario = {
         throughputConcurrency: THROUGHPUT_CONCURRENCY,
         gateway,
         baseline,
+        uncopied: {
+          pages: uncopiedPages,
+          gateway: uncopiedGateway,
+          baseline: uncopiedBaseline,
+          refreshesForUncopied,
+        },
         plan,
       },
     };

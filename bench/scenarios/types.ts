@@ -32,11 +32,26 @@ export interface ScenarioContext {
   startGateway(env?: Record<string, string>): Promise<ServerProcess>;
   /** Starts bench/baselines/<name>.ts in its own process. */
   startBaseline(name: string, env?: Record<string, string>): Promise<ServerProcess>;
+  /**
+   * Starts a helper (`script`, speaking bench/lib/child.ts's IPC), such as a query-counting proxy; on either
+   * core unless `cores` says otherwise; stopped with the scenario's servers.
+   */
+  startHelper(
+    name: string,
+    script: string,
+    env: Record<string, string>,
+    cores?: '0' | '0,1',
+  ): Promise<ServerProcess>;
   log(message: string): void;
 }
 
 export interface Scenario {
   name: string;
+  /**
+   * Past this the harness counts the scenario as broken (default: 45 s quick, 240 s full). A scenario that
+   * restarts servers mid-run needs longer than the others on a loaded machine.
+   */
+  timeoutMs?: { quick: number; full: number };
   run(context: ScenarioContext): Promise<ScenarioResult>;
 }
 

@@ -1,0 +1,399 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { callbackBody, callbackPath, type KieState, signatureHeaders } from '../lib/callback.js';
+import { resultUrl, type SeedTask, waitingTask } from '../lib/database.js';
+import {
+  type Backoff,
+  type FollowedUser,
+  type Followers,
+  openSseFollowers,
+  openWsFollowers,
+} from '../lib/followers.js';
+import { httpRequest } from '../lib/http.js';
+import { mapLimit } from '../lib/load.js';
+import type { ServerProcess } from '../lib/processes.js';
+import { seededRandom, summarize } from '../lib/stats.js';
+import { signToken } from '../lib/tokens.js';
+import { UpdateLedger } from '../lib/update-ledger.js';
+import type { TaskChange } from '../processes/write-changes.js';
+import type { ResultRow, Scenario, ScenarioContext } from './types.js';
+
+/**
+ * A reconnect storm: thousands of apps follow their users' tasks (`avatarTaskUpdated(since:)`, no id), the
+ * server is killed (SIGKILL, a crash) and started again on the same port, and every app reconnects at once
+ * with `since:` the last `updatedAt` it saw. While the server is down, 20% of the tasks change.
+ *
+ * The changes are written with the baselines' hand-written SQL (bench/baselines/sql.ts, the callback's very
+ * statement: the update, the version bump and the event in one), by bench/processes/write-changes.ts, not by a second gateway
+ * taking callbacks: a second server would share core 0 with the one being measured and start its own LISTEN,
+ * poller and sweeps, and with the only instance down no one would hear a NOTIFY anyway.
+ *
+ * Measured per part (graphql-ws, then SSE), per side (the gateway, then the raw baseline in
+ * bench/baselines/live.ts, each with users of its own): the seconds from the restarted server's `ready` until
+ * every client is connected again and holds every change made while it was down; the database queries
+ * Postgres ran for it (counted by a proxy in front of Postgres, bench/processes/query-counter.ts), per
+ * reconnecting client; the server's peak heap meanwhile. Then one signed callback per client for one of its
+ * tasks proves each is live, and every task's versions are checked: each change once, in order.
+ */
+
+const SHARE_CHANGED = 0.2;
+/** graphql-ws's and the SSE loop's retry: 100 ms doubling up to 1 s, with full jitter. */
+const BACKOFF: Backoff = { firstMs: 100, maxMs: 1_000 };
+/** Heap samples while the storm lasts. */
+const HEAP_SAMPLE_MS = 50;
+const PROBE_SENDERS = 32;
+
+/**
+ * `BENCH_STORM_CLIENTS=<ws>,<sse>` overrides the client counts of either mode (0 leaves that part out), so one
+ * part can be measured at full size without the other: `BENCH_STORM_CLIENTS=10000,0 npm run bench -- --only
+ * reconnect-storm`.
+ */
+function clientCounts(quick: boolean): { ws: number; sse: number } {
+  const counts = { ws: quick ? 500 : 10_000, sse: quick ? 200 : 2_000 };
+  const override = process.env.BENCH_STORM_CLIENTS;
+  if (!override) return counts;
+  const [ws, sse] = override.split(',').map((count) => Number(count.trim()));
+  const valid = (count: number | undefined): count is number => Number.isInteger(count) && (count ?? -1) >= 0;
+  if (!valid(ws) || !valid(sse))
+    throw new Error(`BENCH_STORM_CLIENTS must be "<ws>,<sse>", not "${override}"`);
+  return { ws, sse };
+}
+
+interface StormUser extends FollowedUser {
+  tasks: SeedTask[];
+}
+
+interface PartResult {
+  clients: number;
+  tasks: number;
+  changed: number;
+  /** Restarted server's spawn → its ready. */
+  startSeconds: number;
+  /** Its ready → every client connected and holding every change. */
+  stormSeconds: number;
+  queries: number;
+  queriesPerClient: number;
+  startupQueries: number;
+  peakHeapBytes: number;
+  /** The server's CPU (user + system) from its ready to the storm's end, per reconnecting client. */
+  cpuMsPerClient: number;
+  reconnects: number;
+  missed: number;
+  duplicated: number;
+  probes: number;
+  probesArrived: number;
+  probeP99Ms: number;
+  errors: string[];
+  /** graphql-ws: the close codes of sockets the restarted server had accepted, and how often each came. */
+  closesAfterRestart: Record<number, number>;
+}
+
+type Transport = 'ws' | 'sse';
+
+interface Side {
+  label: 'gateway' | 'baseline';
+  /** Starts the server (again, on `port` when given), its database connections through the counter. */
+  start(port?: number): Promise<ServerProcess>;
+}
+
+/** Users with one to three tasks each (`first` tasks per user: 1, 2, 3, 1, 2, 3, ...). */
+async function planUsers(prefix: string, count: number): Promise<StormUser[]> {
+  return Promise.all(
+    Array.from({ length: count }, async (_, index) => {
+      const userId = `${prefix}-${index}`;
+      const tasks = Array.from({ length: 1 + (index % 3) }, (_, position) =>
+        waitingTask(userId, index * 3 + position),
+      );
+      return { token: await signToken(userId), tasks };
+    }),
+  );
+}
+
+/**
+ * Which tasks change while the server is down, and to what: a seeded 20%. A user's first task moves one step
+ * (QUEUING), so it is left unfinished for the probe; the others alternate between QUEUING and SUCCEEDED
+ * (a finished task's update carries its video URL, which the gateway reads through its stored results).
+ */
+function planChanges(users: readonly StormUser[], seed: number): Array<{ task: SeedTask; state: KieState }> {
+  const random = seededRandom(seed);
+  const changes: Array<{ task: SeedTask; state: KieState }> = [];
+  for (const user of users) {
+    user.tasks.forEach((task, position) => {
+      if (random() >= SHARE_CHANGED) return;
+      changes.push({ task, state: position > 0 && changes.length % 2 === 1 ? 'success' : 'queuing' });
+    });
+  }
+  return changes;
+}
+
+/**
+ * Writes the changes from a process of its own on the dead server's core (bench/processes/write-changes.ts):
+ * the load generator's core is saturated meanwhile by thousands of clients retrying their connections.
+ */
+async function writeChanges(
+  context: ScenarioContext,
+  changes: ReadonlyArray<{ task: SeedTask; state: KieState }>,
+): Promise<void> {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'reconnect-storm-')), 'changes.json');
+  const list: TaskChange[] = changes.map(({ task, state }) => ({
+    id: task.id,
+    upstreamTaskId: task.upstreamTaskId,
+    state,
+    resultUrls: state === 'success' ? [resultUrl(task.upstreamTaskId)] : [],
+  }));
+  writeFileSync(file, JSON.stringify(list));
+  try {
+    const writer = await context.startHelper(
+      'write-changes',
+      'bench/processes/write-changes.ts',
+      { DATABASE_URL: context.database.url, CHANGES: file },
+      '0',
+    );
+    await writer.stop();
+  } finally {
+    rmSync(path.dirname(file), { recursive: true, force: true });
+  }
+}
+
+async function waitUntil(what: string, deadlineMs: number, done: () => boolean): Promise<void> {
+  const until = performance.now() + deadlineMs;
+  while (!done()) {
+    if (performance.now() > until) throw new Error(`${what} did not happen within ${deadlineMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function runPart(
+  context: ScenarioContext,
+  side: Side,
+  transport: Transport,
+  count: number,
+  counter: ServerProcess,
+): Promise<PartResult> {
+  const log = (message: string) => context.log(`${side.label} ${transport}: ${message}`);
+  const deadlineMs = context.quick ? 30_000 : 60_000;
+  const users = await planUsers(`storm-${side.label}-${transport}`, count);
+  const allTasks = users.flatMap((user) => user.tasks);
+  await context.database.seed(allTasks);
+  const ledger = new UpdateLedger();
+  for (const task of allTasks) ledger.expect(task.globalId, task.version);
+
+  let server = await side.start();
+  const port = Number(new URL(server.url).port);
+  const open = () =>
+    transport === 'ws'
+      ? openWsFollowers({
+          wsUrl: `${server.url.replace(/^http/, 'ws')}/graphql`,
+          users,
+          ledger,
+          backoff: BACKOFF,
+        })
+      : openSseFollowers({ url: `${server.url}/graphql`, users, ledger, backoff: BACKOFF });
+  let followers: Followers | undefined;
+  try {
+    followers = await open();
+    await waitUntil('every first replay', deadlineMs, () => ledger.complete);
+    log(`${count} clients hold their ${allTasks.length} tasks; killing the server`);
+
+    await server.kill();
+    const killedAt = performance.now();
+    const changes = planChanges(users, transport === 'ws' ? 1 : 2);
+    await writeChanges(context, changes);
+    for (const { task } of changes) ledger.expect(task.globalId, task.version + 1);
+    log(`${changes.length} tasks changed while it was down`);
+
+    log(`changes written in ${((performance.now() - killedAt) / 1000).toFixed(1)} s; restarting`);
+    const spawnedAt = performance.now();
+    const startupBefore = await counter.stats<{ queries: number }>();
+    server = await side.start(port);
+    const readyAt = performance.now();
+    const atReady = await counter.stats<{ queries: number }>();
+    const cpuAtReady = await server.cpu();
+    let peakHeap = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peakHeap = Math.max(peakHeap, (await server.memory()).heapUsed);
+        await new Promise((resolve) => setTimeout(resolve, HEAP_SAMPLE_MS));
+      }
+    })();
+    const all = followers.followers;
+    const closesBeforeRestart = new Map(followers.closeCodes);
+    const reconnected = () => all.every((follower) => follower.connectedAt > killedAt);
+    await waitUntil('the reconnect storm', deadlineMs, () => ledger.complete && reconnected());
+    const doneAt = Math.max(ledger.lastExpectedAt, ...all.map((follower) => follower.connectedAt));
+    const afterStorm = await counter.stats<{ queries: number }>();
+    const cpuAfterStorm = await server.cpu();
+    sampling = false;
+    await sampler;
+    const queries = afterStorm.queries - atReady.queries;
+    log(
+      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready); ${queries} queries; server CPU ${((cpuAfterStorm.micros - cpuAtReady.micros) / 1000 / count).toFixed(3)} ms per client; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
+    );
+
+    // One more change per client, through the server's own callback route: each must arrive.
+    ledger.clearProbes();
+    const probes = users.map((user) => user.tasks[0] as SeedTask);
+    const changedFirst = new Set(changes.map(({ task }) => task.id));
+    await mapLimit(probes, PROBE_SENDERS, async (task) => {
+      const moved = changedFirst.has(task.id);
+      const state: KieState = moved ? 'generating' : 'queuing';
+      ledger.expect(task.globalId, task.version + (moved ? 2 : 1), performance.now());
+      const answer = await httpRequest(
+        'POST',
+        `${server.url}${callbackPath(task.id, task.callbackSecret)}`,
+        callbackBody(task.upstreamTaskId, state, ''),
+        signatureHeaders(task.upstreamTaskId),
+      );
+      if (answer.status !== 200) followers?.errors.push(`probe callback answered ${answer.status}`);
+    });
+    await waitUntil('every probe', deadlineMs, () => ledger.complete).catch((error: Error) =>
+      followers?.errors.push(error.message),
+    );
+    const latencies = ledger.probeLatencies();
+    const probe = summarize(latencies);
+    return {
+      clients: count,
+      tasks: allTasks.length,
+      changed: changes.length,
+      startSeconds: (readyAt - spawnedAt) / 1000,
+      stormSeconds: (doneAt - readyAt) / 1000,
+      queries,
+      queriesPerClient: queries / count,
+      startupQueries: atReady.queries - startupBefore.queries,
+      peakHeapBytes: peakHeap,
+      cpuMsPerClient: (cpuAfterStorm.micros - cpuAtReady.micros) / 1000 / count,
+      // Each client connects twice when all goes well: at the start, and once after the restart.
+      reconnects: all.reduce((sum, follower) => sum + follower.connects, 0) - 2 * count,
+      missed: ledger.missed,
+      duplicated: ledger.duplicated,
+      probes: probes.length,
+      probesArrived: latencies.length,
+      probeP99Ms: probe.p99,
+      errors: [...new Set(followers.errors)].slice(0, 5),
+      closesAfterRestart: Object.fromEntries(
+        [...followers.closeCodes]
+          .map(([code, count]) => [code, count - (closesBeforeRestart.get(code) ?? 0)] as const)
+          .filter(([, count]) => count > 0),
+      ),
+    };
+  } finally {
+    await followers?.close();
+    await server.stop();
+  }
+}
+
+function partRows(transport: Transport, g: PartResult, b: PartResult): ResultRow[] {
+  const scenario = 'reconnect-storm';
+  const who =
+    transport === 'ws'
+      ? `${g.clients.toLocaleString('en-US')} graphql-ws clients`
+      : `${g.clients.toLocaleString('en-US')} SSE clients`;
+  const ratio = g.stormSeconds / b.stormSeconds;
+  const allArrived = (part: PartResult) => part.probesArrived === part.probes;
+  return [
+    {
+      scenario,
+      metric: `${transport}: s from restart (ready) until every client is live with its replay, ${who}`,
+      unit: 's',
+      gateway: g.stormSeconds,
+      baseline: b.stormSeconds,
+      ratio,
+      target: '≤ 5 s and ≤ 1.5x',
+      pass: g.stormSeconds <= 5 && ratio <= 1.5 && allArrived(g),
+      note: `${transport}: ${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
+    },
+    {
+      scenario,
+      metric: `${transport}: database queries per reconnecting client`,
+      unit: '',
+      gateway: g.queriesPerClient,
+      baseline: b.queriesPerClient,
+      ratio: g.queriesPerClient / b.queriesPerClient,
+      target: '≤ 2',
+      pass: g.queriesPerClient <= 2,
+      note: `${transport}: queries Postgres ran from ready to the storm's end, counted by a proxy in front of it: ${g.queries} and ${b.queries}; the start itself ran ${g.startupQueries} and ${b.startupQueries}`,
+    },
+    {
+      scenario,
+      metric: `${transport}: updates missed (changes while down, then probes)`,
+      unit: '',
+      gateway: g.missed,
+      baseline: b.missed,
+      ratio: null,
+      target: '0',
+      pass: g.missed === 0,
+    },
+    {
+      scenario,
+      metric: `${transport}: updates duplicated or out of order`,
+      unit: '',
+      gateway: g.duplicated,
+      baseline: b.duplicated,
+      ratio: null,
+      target: '0',
+      pass: g.duplicated === 0,
+    },
+    {
+      scenario,
+      metric: `${transport}: server's peak heap during the storm`,
+      unit: 'MB',
+      gateway: g.peakHeapBytes / 1e6,
+      baseline: b.peakHeapBytes / 1e6,
+      ratio: g.peakHeapBytes / b.peakHeapBytes,
+      target: '',
+      pass: null,
+    },
+  ];
+}
+
+export const reconnectStormScenario: Scenario = {
+  name: 'reconnect-storm',
+  // Four restarts, each a process start under a storm of retries: 22-25 s quick on a quiet machine.
+  timeoutMs: { quick: 120_000, full: 300_000 },
+  async run(context) {
+    const counts = clientCounts(context.quick);
+    const counter = await context.startHelper('query-counter', 'bench/processes/query-counter.ts', {
+      UPSTREAM: `${new URL(context.database.url).hostname}:${new URL(context.database.url).port || 5432}`,
+    });
+    // The servers reach Postgres through the counter: same database, same user, another address.
+    const countedUrl = new URL(context.database.url);
+    countedUrl.host = new URL(counter.url).host;
+    const sides: Side[] = [
+      {
+        label: 'gateway',
+        start: (port) =>
+          context.startGateway({
+            DATABASE_URL: countedUrl.toString(),
+            ...(port ? { PORT: String(port), PUBLIC_URL: `http://127.0.0.1:${port}` } : {}),
+          }),
+      },
+      {
+        label: 'baseline',
+        start: (port) =>
+          context.startBaseline('live', {
+            DATABASE_URL: countedUrl.toString(),
+            ...(port ? { PORT: String(port) } : {}),
+          }),
+      },
+    ];
+    const rows: ResultRow[] = [];
+    const details: Record<string, unknown> = {};
+    for (const [transport, count] of [
+      ['ws', counts.ws],
+      ['sse', counts.sse],
+    ] as const) {
+      if (count === 0) continue;
+      const results: PartResult[] = [];
+      for (const side of sides) {
+        results.push(await runPart(context, side, transport, count, counter));
+        await context.database.truncate();
+      }
+      const [g, b] = results as [PartResult, PartResult];
+      rows.push(...partRows(transport, g, b));
+      details[transport] = { gateway: g, baseline: b };
+    }
+    return { rows, details };
+  },
+};
