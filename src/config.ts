@@ -146,7 +146,7 @@ export const envSchema = z.object({
   ),
   WATCHED_LEASE_MS: documented(
     intFrom(100).default(60_000),
-    "how long a task stays marked watched without renewal (renewed every third of it while a stream is open): a dead instance's watches lapse within it, and every open stream costs a row update that often",
+    "how long a task stays marked watched without renewal (renewed every third of it while a stream is open, the renewal spread over half that time, 100 tasks a statement): a dead instance's watches lapse within it, and every open stream costs a row update that often",
   ),
   TASK_TIMEOUT_MS: documented(
     intFrom(1).default(1_800_000),

@@ -24,7 +24,9 @@ export interface WatchedTasksOptions {
  * UI sees WAITING jump to SUCCEEDED. The mark is a lease (`watched_until`), renewed while a stream is open
  * and left to lapse when the last one closes or the instance dies, so a crashed subscriber never keeps a
  * task polled. New watches are written together on the next turn of the event loop: a burst of subscriptions
- * costs one statement.
+ * costs one statement. A renewal is spread over half its interval, a chunk at a time: with 10,000 streams open,
+ * renewing them all in one go was a second of back-to-back row updates every 20 s, and the callbacks that
+ * arrived meanwhile waited on the database (fan-out's p99 in `npm run bench`).
  */
 export class WatchedTasks {
   private readonly streams = new Map<string, number>();
@@ -32,12 +34,17 @@ export class WatchedTasks {
   private flushScheduled = false;
   private writing: Promise<void> | undefined;
   private readonly timer: NodeJS.Timeout;
+  private readonly renewEveryMs: number;
+  private stopped = false;
+  /** Ends the pause between two chunks of a renewal early, when the instance stops. */
+  private wake: (() => void) | undefined;
 
   constructor(
     private readonly repository: TaskRepository,
     private readonly options: WatchedTasksOptions,
   ) {
-    this.timer = setInterval(() => this.renew(), options.leaseMs / RENEWALS_PER_LEASE);
+    this.renewEveryMs = options.leaseMs / RENEWALS_PER_LEASE;
+    this.timer = setInterval(() => this.renew(), this.renewEveryMs);
     this.timer.unref();
   }
 
@@ -70,31 +77,53 @@ export class WatchedTasks {
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
+    this.wake?.();
   }
 
   private renew(): void {
     // A renewal still running (a slow database) is not doubled; the lease outlasts three intervals.
     if (this.writing || this.streams.size === 0) return;
-    this.writing = this.mark([...this.streams.keys()]).finally(() => {
+    this.writing = this.mark([...this.streams.keys()], this.renewEveryMs / 2).finally(() => {
       this.writing = undefined;
     });
   }
 
-  /** Every query has the database's deadline; a failed mark is retried by the next renewal. */
-  private async mark(ids: string[]): Promise<void> {
+  /**
+   * Marks `ids` a chunk at a time, the chunks spread evenly over `spreadMs` (0: back to back). Each chunk's
+   * lease counts from when it is written. Every query has the database's deadline; a failed mark is retried
+   * by the next renewal.
+   */
+  private async mark(ids: string[], spreadMs = 0): Promise<void> {
     const { leaseMs, pollIntervalMs, logger } = this.options;
-    const now = Date.now();
+    const chunks = Math.ceil(ids.length / MARK_CHUNK);
+    const pauseMs = chunks > 1 ? spreadMs / chunks : 0;
     try {
       for (let start = 0; start < ids.length; start += MARK_CHUNK) {
-        await this.repository.markWatched(
-          ids.slice(start, start + MARK_CHUNK),
-          new Date(now + leaseMs),
-          new Date(now + pollIntervalMs),
-        );
+        if (start > 0 && pauseMs > 0) await this.pause(pauseMs);
+        if (this.stopped) return;
+        // A stream closed since the renewal began lets its mark lapse.
+        const chunk = ids.slice(start, start + MARK_CHUNK).filter((id) => this.streams.has(id));
+        if (chunk.length === 0) continue;
+        const now = Date.now();
+        await this.repository.markWatched(chunk, new Date(now + leaseMs), new Date(now + pollIntervalMs));
       }
     } catch (error) {
       logger.warn({ err: error, tasks: ids.length }, 'marking watched tasks failed; retried on renewal');
     }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      timer.unref();
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).finally(() => {
+      this.wake = undefined;
+    });
   }
 }

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../../src/db/connection.js';
 import { TaskRepository } from '../../src/tasks/repository.js';
+import { WatchedTasks } from '../../src/tasks/watched-tasks.js';
 import { createTestDatabase, hasPostgres, type TestDatabase } from '../helpers/database.js';
 
 // Row locks are Postgres's; the embedded PGlite serves one connection at a time and has nobody to wait for.
@@ -68,6 +70,39 @@ describe.skipIf(!hasPostgres())('watched marks on postgres', () => {
     } finally {
       release();
       await writer;
+    }
+  });
+
+  it('spreads a renewal over half its interval, a chunk of 100 at a time, not one burst of row updates', async () => {
+    const ids: string[] = [];
+    for (let index = 0; index < 250; index += 1) ids.push(await waitingTask());
+    const untils = async () => {
+      const rows = await sql()`select watched_until from avatar_tasks where id = any(${ids}::uuid[])`;
+      return rows.map((row) =>
+        row.watched_until == null ? 0 : new Date(row.watched_until as string).getTime(),
+      );
+    };
+    // Renewed every 2 s, spread over 1 s: three chunks, 333 ms apart.
+    const watched = new WatchedTasks(repository, {
+      leaseMs: 6_000,
+      pollIntervalMs: 1_000,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      for (const id of ids) watched.add(id);
+      await expect.poll(async () => Math.min(...(await untils())), { timeout: 5_000 }).toBeGreaterThan(0);
+      const firstMarks = Math.max(...(await untils()));
+      // Every task renewed once since: the earliest mark is newer than the latest first one.
+      await expect
+        .poll(async () => Math.min(...(await untils())), { timeout: 10_000, interval: 50 })
+        .toBeGreaterThan(firstMarks);
+      const renewed = await untils();
+      const chunks = new Set(renewed);
+      expect(chunks.size).toBe(3);
+      // Back to back, the three statements were milliseconds apart.
+      expect(Math.max(...renewed) - Math.min(...renewed)).toBeGreaterThanOrEqual(600);
+    } finally {
+      watched.stop();
     }
   });
 });
