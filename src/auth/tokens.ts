@@ -1,3 +1,4 @@
+import { createVerifier } from 'fast-jwt';
 import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config.js';
@@ -56,15 +57,15 @@ export async function createTokenVerifier(
   policy: TokenPolicy = DEFAULT_POLICY,
 ): Promise<TokenVerifier> {
   if (auth.mode === 'jwks') {
-    const keys = createRemoteJWKSet(new URL(auth.jwksUrl));
-    return { verify: rememberVerified((token) => verifyWith(token, keys, auth, policy)) };
+    const check = jwksChecker(createRemoteJWKSet(new URL(auth.jwksUrl)), auth);
+    return { verify: rememberVerified((token) => verifyWith(token, check, policy)) };
   }
   const secret =
     auth.mode === 'secret' ? new TextEncoder().encode(auth.secret) : await loadDevelopmentSecret(dataDir);
   const claims = auth.mode === 'secret' ? auth : {};
-  const verificationKey = await hmacVerificationKey(secret);
+  const checkHs256 = hs256Checker(secret, claims);
   const verifier: TokenVerifier = {
-    verify: rememberVerified((token) => verifyWith(token, verificationKey, claims, policy)),
+    verify: rememberVerified((token) => verifyWith(token, checkHs256, policy)),
   };
   if (auth.mode === 'development') {
     verifier.signDevelopmentToken = (userId, expiresIn = '30d', roles = []) =>
@@ -79,14 +80,21 @@ export async function createTokenVerifier(
 }
 
 /**
- * The secret imported once as a WebCrypto key. Given the raw bytes, jose imports them again for every token it
- * checks, which doubled the cost of each check: after a restart every client's token is new to the gateway,
- * and 10,000 reconnecting clients are 10,000 checks at once (`npm run bench -- --only reconnect-storm`).
+ * HS256 tokens are checked by fast-jwt, synchronously on node's own HMAC. jose checks them with WebCrypto, an
+ * asynchronous job on libuv's thread pool for every token: after a restart every client's token is new to the
+ * gateway, and 2,000 reconnecting SSE clients spent a quarter of the gateway's busy time in those jobs
+ * (`npm run bench -- --only reconnect-storm --profile`). jose still checks tokens against a JWKS and signs
+ * development tokens.
  */
-function hmacVerificationKey(secret: Uint8Array): Promise<CryptoKey> {
-  return crypto.subtle.importKey('raw', Uint8Array.from(secret), { name: 'HMAC', hash: 'SHA-256' }, false, [
-    'verify',
-  ]);
+function hs256Checker(secret: Uint8Array, claims: Claims): (token: string) => Promise<JWTPayload> {
+  const check = createVerifier({
+    key: Buffer.from(secret),
+    algorithms: ['HS256'],
+    requiredClaims: ['exp'],
+    ...(claims.issuer ? { allowedIss: claims.issuer } : {}),
+    ...(claims.audience ? { allowedAud: claims.audience } : {}),
+  });
+  return async (token) => check(token) as JWTPayload;
 }
 
 /** How long a verified token is taken on trust; never past its own `exp`. */
@@ -113,24 +121,33 @@ function rememberVerified(verify: (token: string) => Promise<Viewer>): (token: s
   };
 }
 
+type Claims = { issuer?: string | undefined; audience?: string | undefined };
+
+/** jose's check of a token against a JWKS: what `hs256Checker` is for HS256. */
+function jwksChecker(
+  keys: ReturnType<typeof createRemoteJWKSet>,
+  claims: Claims,
+): (token: string) => Promise<JWTPayload> {
+  const options = {
+    requiredClaims: ['exp'],
+    ...(claims.issuer ? { issuer: claims.issuer } : {}),
+    ...(claims.audience ? { audience: claims.audience } : {}),
+  };
+  return async (token) => (await jwtVerify(token, keys, options)).payload;
+}
+
+/**
+ * A token without `exp` is refused by either check (it would be valid forever, and so would a socket or
+ * stream opened with it); the lifetime and the roles are read here.
+ */
 async function verifyWith(
   token: string,
-  key: CryptoKey | ReturnType<typeof createRemoteJWKSet>,
-  claims: { issuer?: string | undefined; audience?: string | undefined },
+  check: (token: string) => Promise<JWTPayload>,
   policy: TokenPolicy,
 ): Promise<Viewer> {
   let payload: JWTPayload;
   try {
-    // A token without `exp` would be valid forever, and so would a socket or stream opened with it.
-    const options = {
-      requiredClaims: ['exp'],
-      ...(claims.issuer ? { issuer: claims.issuer } : {}),
-      ...(claims.audience ? { audience: claims.audience } : {}),
-    };
-    ({ payload } =
-      typeof key !== 'function'
-        ? await jwtVerify(token, key, { ...options, algorithms: ['HS256'] })
-        : await jwtVerify(token, key, options));
+    payload = await check(token);
   } catch (error) {
     throw new AuthenticationError(`Invalid token: ${(error as Error).message}`);
   }

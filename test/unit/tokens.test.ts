@@ -42,6 +42,62 @@ describe('token verification', () => {
   });
 });
 
+/** What an HS256 token must carry, beyond its signature, to be taken. */
+describe('HS256 token checks', () => {
+  const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
+  const secretKey = new TextEncoder().encode(SECRET);
+  const unsigned = (header: object, payload: object) =>
+    `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.`;
+
+  it('takes only the configured issuer and audience', async () => {
+    const { verify } = await createTokenVerifier(
+      { mode: 'secret', secret: SECRET, issuer: 'https://auth.example', audience: 'avatar-gateway' },
+      await mkdtemp(path.join(tmpdir(), 'avatar-gateway-tokens-')),
+    );
+    const token = (issuer: string, audience: string) =>
+      new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('alice')
+        .setIssuer(issuer)
+        .setAudience(audience)
+        .setExpirationTime(inAnHour())
+        .sign(secretKey);
+    expect((await verify(await token('https://auth.example', 'avatar-gateway'))).id).toBe('alice');
+    await expect(verify(await token('https://elsewhere.example', 'avatar-gateway'))).rejects.toThrow(/iss/);
+    await expect(verify(await token('https://auth.example', 'another-app'))).rejects.toThrow(/aud/);
+  });
+
+  it('refuses other algorithms, unsigned tokens and tokens not valid yet', async () => {
+    const { verify } = await verifier();
+    const hs512 = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS512' })
+      .setSubject('alice')
+      .setExpirationTime(inAnHour())
+      .sign(new TextEncoder().encode(SECRET.repeat(2)));
+    await expect(verify(hs512)).rejects.toThrow(AuthenticationError);
+    await expect(verify(unsigned({ alg: 'none' }, { sub: 'alice', exp: inAnHour() }))).rejects.toThrow(
+      AuthenticationError,
+    );
+    const early = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setNotBefore(inAnHour() - 60)
+      .setExpirationTime(inAnHour())
+      .sign(secretKey);
+    await expect(verify(early)).rejects.toThrow(AuthenticationError);
+    await expect(verify('not-a-token')).rejects.toThrow(AuthenticationError);
+  });
+
+  it('refuses a token whose exp is not a number', async () => {
+    const { verify } = await verifier();
+    const token = await new SignJWT({ exp: 'tomorrow' } as never)
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .sign(secretKey);
+    await expect(verify(token)).rejects.toThrow(AuthenticationError);
+  });
+});
+
 describe('the operator role', () => {
   it.each([
     [{ roles: ['operator'] }, true],
