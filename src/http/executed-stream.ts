@@ -16,11 +16,9 @@ import { type CompiledQuery, compileQuery, isCompiledQuery } from 'graphql-jit';
  * an update is one generated function and its plain objects.
  *
  * Measured with 10,000 subscribers at 200 updates/s (`npm run bench -- --only fan-out`): the gateway's CPU
- * went from 40-50% of its core to 30-38%, and no major collection fell in the measured segments any more,
- * where with graphql-js two did, each a segment with p99 near 190 ms. The likely reason: the subscribe step
- * and the updates share graphql-js's allocation sites, whose objects live across minor collections while
- * thousands of streams start at once (each waits on its first read), so V8 goes on allocating them in the old
- * generation, every update's too. null: graphql-jit could not compile it, and graphql-js runs it.
+ * went from 40-50% of its core to 27-43%, and its old generation grows more slowly, so major collections,
+ * which set fan-out's tail when one falls inside a measured segment, come less often (they still do: see
+ * "fan-out's promotions" in bench/README.md). null: graphql-jit could not compile it, and graphql-js runs it.
  */
 const compiledUpdates = new WeakMap<
   GraphQLSchema,
