@@ -6,7 +6,8 @@
 #   docker build --target check -t avatar-gateway:check .   # also type-checks the tree
 #
 # The gateway is compiled (`npm run build`, tsc) to dist/ in a build stage; the runtime image holds the
-# production node_modules and dist/, and runs `node dist/main.js`: no TypeScript tooling in production.
+# production node_modules and dist/, and runs `node --single-threaded-gc dist/main.js`: no TypeScript tooling
+# in production.
 # Node 24, an LTS line, pinned to a release so that a rebuild gets the same runtime.
 
 FROM node:24.11.1-bookworm-slim AS base
@@ -50,4 +51,8 @@ EXPOSE 4000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 4000) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # node itself is PID 1 (not npm, which would not pass SIGTERM on), so SIGTERM reaches main.ts's handler.
-CMD ["node", "dist/main.js"]
+# An instance is one event loop, so it is meant to run on one core (scale out with more instances, not more
+# cores per container). There V8's garbage collector is best on the event loop's own thread
+# (--single-threaded-gc): its concurrent markers and parallel scavengers would take turns with the event loop on
+# that core, or spend the container's CPU quota, and stall requests while they mark (bench/README.md).
+CMD ["node", "--single-threaded-gc", "dist/main.js"]

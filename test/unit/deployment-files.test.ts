@@ -239,8 +239,12 @@ describe('Dockerfile', () => {
     expect(healthchecks.at(-1)).toContain('/healthz');
   });
 
-  it('starts the compiled gateway with node itself as PID 1', () => {
-    expect(JSON.parse(argsOf('CMD').at(-1) ?? 'null')).toEqual(['node', 'dist/main.js']);
+  it('starts the compiled gateway with node itself as PID 1, its collector on the event loop thread', () => {
+    expect(JSON.parse(argsOf('CMD').at(-1) ?? 'null')).toEqual([
+      'node',
+      '--single-threaded-gc',
+      'dist/main.js',
+    ]);
   });
 
   it('runs on a pinned release of a Node LTS line that meets package.json engines', () => {
