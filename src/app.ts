@@ -121,7 +121,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const requests = new RequestTracker(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(config.port, config.host, () => resolve());
+      server.listen({ port: config.port, host: config.host, backlog: config.edge.listenBacklog }, () =>
+        resolve(),
+      );
     });
     cleanup.push(
       () =>

@@ -272,6 +272,10 @@ export const envSchema = z.object({
     intFrom(1).default(20_000),
     'open TCP connections (HTTP and WebSocket) per instance; past it new ones are closed',
   ),
+  HTTP_LISTEN_BACKLOG: documented(
+    intFrom(1).default(4_096),
+    'connections the kernel queues until the gateway accepts them (the kernel caps it at `net.core.somaxconn`); past it a connecting client waits for its TCP retry, 1 s and more',
+  ),
   SINCE_REPLAY_PAGE_SIZE: documented(
     intFrom(1).default(100),
     'tasks a `since:` replay reads from the database at a time',
@@ -639,6 +643,12 @@ export interface EdgeConfig {
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   maxConnections: number;
+  /**
+   * listen()'s backlog. Every client of an instance reconnects within a second of its restart; with node's
+   * default (511) the rest of such a storm overflowed the accept queue, and each dropped connection waited
+   * for its SYN to be sent again, 1 s later and then 3 s (`npm run bench -- --only reconnect-storm`).
+   */
+  listenBacklog: number;
 }
 
 export interface WebSocketLimits {
@@ -805,6 +815,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: Math.max(e.HTTP_REQUEST_TIMEOUT_MS, e.HTTP_HEADERS_TIMEOUT_MS),
       maxConnections: e.HTTP_MAX_CONNECTIONS,
+      listenBacklog: e.HTTP_LISTEN_BACKLOG,
     },
     sinceReplayPageSize: e.SINCE_REPLAY_PAGE_SIZE,
     sseReservations: { ttlMs: e.SSE_RESERVATION_TTL_MS, maxPerUser: e.SSE_MAX_RESERVATIONS_PER_USER },

@@ -77,9 +77,17 @@ export function decodeCursor(cursor: string): { createdAt: Date; id: string } | 
   return id && !Number.isNaN(date.getTime()) ? { createdAt: date, id } : undefined;
 }
 
+/**
+ * listen()'s backlog, the gateway's default (HTTP_LISTEN_BACKLOG): so that in a reconnect storm neither side
+ * makes its clients wait for TCP to retry a connection its accept queue had no room for.
+ */
+export const LISTEN_BACKLOG = 4_096;
+
 /** Listens on a free loopback port and tells the parent, which may later stop the server and its pool. */
 export async function serveBaseline(server: Server, sql: postgres.Sql): Promise<void> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: 0, host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   reportReady(`http://127.0.0.1:${port}`, {
     async stop() {

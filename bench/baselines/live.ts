@@ -23,6 +23,7 @@ import {
   Auth,
   decodeGlobalId,
   encodeGlobalId,
+  LISTEN_BACKLOG,
   readBody,
   sameSecret,
   sendJson,
@@ -405,7 +406,9 @@ try {
   });
   wss.on('connection', onSocket);
   const listening = sql ? await sql.listen(TASK_CHANNEL, (raw) => void onSignal(raw)) : undefined;
-  await new Promise<void>((resolve) => server.listen(Number(env.PORT ?? 0), '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen({ port: Number(env.PORT ?? 0), host: '127.0.0.1', backlog: LISTEN_BACKLOG }, resolve),
+  );
   const { port } = server.address() as AddressInfo;
   reportReady(`http://127.0.0.1:${port}`, {
     stats: () => ({ subscribedTasks: byTask.size, followedUsers: byUser.size, sockets: wss.clients.size }),

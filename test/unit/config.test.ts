@@ -341,6 +341,7 @@ describe('the production edge', () => {
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
       maxConnections: 20_000,
+      listenBacklog: 4_096,
     });
     expect(loadConfig({}).edge).toMatchObject({
       graphiqlEnabled: true,
@@ -364,6 +365,7 @@ describe('the production edge', () => {
       HTTP_HEADERS_TIMEOUT_MS: '5000',
       HTTP_REQUEST_TIMEOUT_MS: '15000',
       HTTP_MAX_CONNECTIONS: '100',
+      HTTP_LISTEN_BACKLOG: '64',
     });
     expect(config.edge).toEqual({
       graphiqlEnabled: true,
@@ -377,6 +379,7 @@ describe('the production edge', () => {
       headersTimeoutMs: 5_000,
       requestTimeoutMs: 15_000,
       maxConnections: 100,
+      listenBacklog: 64,
     });
   });
 
