@@ -18,7 +18,10 @@ export interface ReplayReadsOptions {
   pageSize: number;
   /** Pages one query reads at most: what a query returns is bounded by this times the page size. */
   maxPagesPerQuery?: number;
-  /** Queries in flight at once, so replays leave the rest of the pool to callbacks and requests. */
+  /**
+   * Queries in flight at once, so replays leave the rest of the pool to callbacks and requests. Past the first,
+   * a query goes out only with a full one's worth of pages waiting.
+   */
   maxQueriesInFlight?: number;
 }
 
@@ -30,9 +33,14 @@ interface Pending extends ReplayPageRequest {
 /**
  * Replay pages of every stream, read together. When thousands of clients reconnect at once (the gateway
  * restarted, and each resubscribes with `since`), each stream's replay would be a query of its own; here the
- * pages asked for in the same turn of the event loop, or while earlier queries are still out, go out as one
+ * pages asked for in the same turn of the event loop, or while an earlier query is still out, go out as one
  * query (repository.listUpdatedSinceForMany), as a DataLoader batches. A query that fails fails each of its
  * pages, and each stream retries its own as before.
+ *
+ * One query is out at a time while pages trickle in; a second goes out beside it only when a full query's
+ * worth is waiting. Reconnecting SSE clients arrive a request at a time, and with four queries allowed out
+ * whenever any page waited, their replays seldom met a query in flight: 2,000 clients took 2,000 queries, and
+ * with this rule 490-770 (`npm run bench -- --only reconnect-storm`).
  */
 export class ReplayReads {
   private readonly pageSize: number;
@@ -60,7 +68,7 @@ export class ReplayReads {
   }
 
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.inFlight >= this.maxQueriesInFlight) return;
+    if (this.flushScheduled || !this.mayStartQuery()) return;
     this.flushScheduled = true;
     // After the current turn: the pages its other streams ask for join the same query.
     setImmediate(() => {
@@ -69,8 +77,14 @@ export class ReplayReads {
     });
   }
 
+  /** The first query goes at once; another joins it only when it can be full, up to maxQueriesInFlight. */
+  private mayStartQuery(): boolean {
+    if (this.inFlight === 0) return true;
+    return this.inFlight < this.maxQueriesInFlight && this.queued.length >= this.maxPagesPerQuery;
+  }
+
   private flush(): void {
-    while (this.queued.length > 0 && this.inFlight < this.maxQueriesInFlight) {
+    while (this.queued.length > 0 && this.mayStartQuery()) {
       const batch = this.queued.splice(0, this.maxPagesPerQuery);
       this.inFlight++;
       void this.run(batch);
@@ -87,7 +101,7 @@ export class ReplayReads {
       for (const pending of batch) pending.reject(error);
     } finally {
       this.inFlight--;
-      // What queued meanwhile goes out as soon as a query is free.
+      // What queued meanwhile goes out once no query is out (or at once if it fills a query).
       if (this.queued.length > 0) this.scheduleFlush();
     }
   }

@@ -254,4 +254,37 @@ describe.each(databaseKinds())('task streams on %s', (kind) => {
     }
     await Promise.all(streams.map((stream) => stream.return?.()));
   });
+
+  it('has the replays of streams that start one by one while a replay query is out wait, and read them in one query', async () => {
+    // A slow database: each replay query takes 100 ms, far longer than the turns of the event loop between
+    // requests. Reconnecting SSE clients arrive so, one request at a time.
+    let replayQueries = 0;
+    const slow = new (class extends TaskRepository {
+      override async listUpdatedSinceForMany(...args: Parameters<TaskRepository['listUpdatedSinceForMany']>) {
+        replayQueries++;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return super.listUpdatedSinceForMany(...args);
+      }
+    })(handle.db);
+    const reconnecting = new TaskUpdates(slow, new SignalDispatcher(bus));
+    const users = Array.from({ length: 10 }, () => `user-${randomUUID()}`);
+    const ownTask = new Map<string, string>();
+    for (const userId of users) ownTask.set(userId, (await insertTask(userId)).id);
+    const streams = [];
+    const firstPages = [];
+    for (const userId of users) {
+      const stream = reconnecting.watchUser(userId, new Date(0));
+      streams.push(stream);
+      firstPages.push(stream.next());
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const pages = await Promise.all(firstPages);
+    // The first stream's query, then one for the nine that came while it was out (it was five: four queries
+    // were let out whenever a page waited).
+    expect(replayQueries).toBe(2);
+    expect(pages.map((page) => (page as IteratorResult<AvatarTaskRow>).value.id)).toEqual(
+      users.map((userId) => ownTask.get(userId)),
+    );
+    await Promise.all(streams.map((stream) => stream.return?.()));
+  });
 });
