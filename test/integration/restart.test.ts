@@ -89,7 +89,10 @@ describe.each(databaseKinds())('on %s', (kind) => {
     const second = await gateway(kie.url, { PORT: port });
     const task = await waitForState(second, created.id, 'SUCCEEDED');
     expect(task.events.at(-1)).toMatchObject({ state: 'SUCCEEDED', source: 'CALLBACK' });
-    expect(await metric(second, 'avatar_gateway_callbacks_total{status="200"}')).toBe(1);
+    // Counted once kie has its answer, which can be a moment after the task is stored.
+    await expect
+      .poll(() => metric(second, 'avatar_gateway_callbacks_total{status="200"}'), { timeout: 5_000 })
+      .toBe(1);
   });
 
   it('keeps a task PENDING while kie is unreachable, then submits it once kie is back', async () => {
