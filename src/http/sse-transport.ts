@@ -374,17 +374,37 @@ interface ClientLeft {
 }
 
 function clientLeft(res: ServerResponse): ClientLeft {
-  let gone = false;
-  res.once('close', () => {
-    gone = true;
-  });
-  return {
-    get gone() {
-      return gone;
-    },
-    onGone(listener) {
-      if (gone) listener();
-      else res.once('close', listener);
-    },
-  };
+  const left = new ResponseLeft();
+  res.once('close', () => left.leave());
+  return left;
+}
+
+/**
+ * One listener on the response for both the flag and what runs when the client goes: a listener and a once
+ * wrapper more per open stream would be kept for as long as it stays open.
+ */
+class ResponseLeft implements ClientLeft {
+  gone = false;
+  private listener: (() => void) | undefined;
+
+  leave(): void {
+    this.gone = true;
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
+  }
+
+  onGone(listener: () => void): void {
+    if (this.gone) {
+      listener();
+      return;
+    }
+    const earlier = this.listener;
+    this.listener = earlier
+      ? () => {
+          earlier();
+          listener();
+        }
+      : listener;
+  }
 }
