@@ -87,6 +87,7 @@ export function createSseTransport(options: SseTransportOptions) {
       ...cors,
     });
     res.write(':\n\n');
+    flattenHeaderBlock(res);
     keepAlive.add(res);
     left.onGone(() => void iterator.return?.());
     new SseResponseStream(res, iterator, left, streamOptions).pull();
@@ -301,6 +302,22 @@ class SseResponseStream {
     }
   }
 }
+
+/**
+ * node keeps a response's header block (`_header`) for as long as the response lives, in the shape it was
+ * built: a rope of about 70 small strings for the gateway's 16 headers (security headers, CORS, request id),
+ * kept by every open stream. Reading a character of it makes V8 flatten the rope in place into one string: an
+ * open stream's heap went from 6,768 to 5,684-5,769 B (`npm run bench -- --only sse`). `_header` is node's
+ * own field, so anything but a string there is left alone; the character read is stored, so that the read is
+ * not optimised away.
+ */
+function flattenHeaderBlock(res: ServerResponse): void {
+  const header = (res as unknown as { _header?: unknown })._header;
+  if (typeof header === 'string') _headerBlockProbe = header.charCodeAt(0);
+}
+
+/** Where the character read lands: a store V8 keeps, where an unused read could be dropped. */
+let _headerBlockProbe = 0;
 
 /** One result as an SSE `next` event, its errors masked and serialised as yoga does. */
 function frame(value: ExecutionResult, mask: (error: GraphQLError) => GraphQLError): string {
