@@ -334,14 +334,22 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const callbackRoute = createKieCallbackRoute(callbacks);
     serve = (req, res) => {
       const requestId = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
-      res.setHeader(REQUEST_ID_HEADER, requestId);
-      securityHeaders(req, res);
-      if (!hasRoutableTarget(req)) return refuseUnroutable(res);
+      if (!hasRoutableTarget(req)) {
+        res.setHeader(REQUEST_ID_HEADER, requestId);
+        securityHeaders.setOn(res);
+        return refuseUnroutable(res);
+      }
       // Everything this request does, logs and errors included, knows its id (request-context.ts).
       return withRequestId(requestId, () => {
+        // The lean SSE transport writes these with the rest of its headers (see its serve()).
+        if (sse.handles(req)) {
+          return void sse.serve(req, res, [[REQUEST_ID_HEADER, requestId], ...securityHeaders.entries]);
+        }
+        res.setHeader(REQUEST_ID_HEADER, requestId);
+        securityHeaders.setOn(res);
         if (media?.handles(req)) return media.serve(req, res);
         if (callbackRoute.handles(req)) return void callbackRoute.serve(req, res);
-        return sse.handles(req) ? void sse.serve(req, res) : yoga(req, res);
+        return yoga(req, res);
       });
     };
     cleanup.push(() => sse.close());

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-node/server';
 import { type ExecutionResult, GraphQLError, locatedError } from 'graphql';
 import type { Logger } from 'pino';
@@ -9,6 +9,7 @@ import { subscribe as subscribeExecuted } from './executed-stream.js';
 import type { OperationGate, OperationParams } from './operation-gate.js';
 import { exceedsBytes, OUTPUT_LIMIT_EXCEEDED, updateTooLarge } from './output-limits.js';
 import { bodyTooLargeResponse, readNodeBody } from './request-body.js';
+import type { HeaderEntry } from './security-headers.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
 import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -76,16 +77,23 @@ export function createSseTransport(options: SseTransportOptions) {
     res: ServerResponse,
     iterator: AsyncIterableIterator<ExecutionResult>,
     left: ClientLeft,
+    headers: readonly HeaderEntry[],
   ): void {
     const request = requestLike(req);
     const cors = getCORSHeadersByRequestAndOptions(request, options.cors.optionsFor(request)) ?? {};
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream',
-      Connection: 'keep-alive',
-      'Cache-Control': 'no-cache',
-      'Content-Encoding': 'none',
-      ...cors,
-    });
+    // All at once: headers set one by one stay in the response (node's outgoing-headers map, a [name, value]
+    // array per header, about 1.8 KB for the gateway's 16) for as long as the stream is open.
+    const head = Object.fromEntries(headers) as OutgoingHttpHeaders;
+    res.writeHead(
+      200,
+      Object.assign(head, {
+        'Content-Type': 'text/event-stream',
+        Connection: 'keep-alive',
+        'Cache-Control': 'no-cache',
+        'Content-Encoding': 'none',
+        ...cors,
+      }),
+    );
     res.write(':\n\n');
     flattenHeaderBlock(res);
     keepAlive.add(res);
@@ -111,10 +119,18 @@ export function createSseTransport(options: SseTransportOptions) {
       return accept.startsWith('text/event-stream');
     },
 
-    async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    /**
+     * `headers` are those every answer carries (the request id, the security headers): written with the
+     * stream's own when it streams, set on the response before any other answer.
+     */
+    async serve(req: IncomingMessage, res: ServerResponse, headers: readonly HeaderEntry[]): Promise<void> {
+      const setHeaders = () => {
+        for (const [name, value] of headers) res.setHeader(name, value);
+      };
       try {
         const body = req.method === 'POST' ? await readNodeBody(req, options.maxBodyBytes) : undefined;
         if (body === null) {
+          setHeaders();
           const refusal = bodyTooLargeResponse();
           res.writeHead(refusal.status, refusal.headers);
           res.end(refusal.body);
@@ -125,6 +141,7 @@ export function createSseTransport(options: SseTransportOptions) {
         const left = clientLeft(res);
         const started = await start(req, body);
         if (started === TOO_MANY_STREAMS) {
+          setHeaders();
           res.writeHead(429, { 'Content-Type': 'application/json' });
           const error = tooManyStreams(options.limits.openStreams.maxPerUser);
           res.end(
@@ -135,11 +152,13 @@ export function createSseTransport(options: SseTransportOptions) {
           return;
         }
         if (!started) {
+          setHeaders();
           await delegate(req, res, body);
           return;
         }
         if ('unavailable' in started) {
           // Answered here: yoga would run the subscription again and wait out a second database deadline.
+          setHeaders();
           res.writeHead(503, { 'Content-Type': 'application/json; charset=utf-8' });
           res.end(JSON.stringify({ errors: [mask(started.unavailable)] }));
           return;
@@ -148,10 +167,13 @@ export function createSseTransport(options: SseTransportOptions) {
           await started.return?.();
           return;
         }
-        stream(req, res, started, left);
+        stream(req, res, started, left, headers);
       } catch (error) {
         logger.error({ err: error }, 'SSE request failed');
-        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
+        if (!res.headersSent) {
+          setHeaders();
+          res.writeHead(500, { 'Content-Type': 'application/json' });
+        }
         res.end();
       }
     },

@@ -223,8 +223,8 @@ export async function subscribeGraphqlSse<T = Record<string, unknown>>(
 }
 
 export interface FetchSseReceived<T> extends Received<T> {
-  /** The HTTP answer's status and content type, once the headers arrived. */
-  response: Promise<{ status: number; contentType: string | null }>;
+  /** The HTTP answer's status, content type and headers, once the headers arrived (none: no answer). */
+  response: Promise<{ status: number; contentType: string | null; headers: Headers }>;
   /** Every SSE event name in order (`next`, `complete`, ...), comments (keep-alive pings) excluded. */
   eventNames: string[];
 }
@@ -261,8 +261,12 @@ export async function subscribeFetchSse<T = Record<string, unknown>>(
   }
   const responded = fetch(url, { method, headers, body, signal: abort.signal });
   received.response = responded.then(
-    (response) => ({ status: response.status, contentType: response.headers.get('content-type') }),
-    () => ({ status: 0, contentType: null }),
+    (response) => ({
+      status: response.status,
+      contentType: response.headers.get('content-type'),
+      headers: response.headers,
+    }),
+    () => ({ status: 0, contentType: null, headers: new Headers() }),
   );
   void (async () => {
     try {

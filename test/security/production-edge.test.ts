@@ -120,9 +120,19 @@ describe('production defaults at the edge', () => {
   it('sends the security headers on every kind of response', async () => {
     expectSecurityHeaders((await fetch(`${gateway.url}/healthz`)).headers);
     expectSecurityHeaders((await post(gateway, '{ viewer { id } }')).response.headers);
+    // The lean SSE transport writes its stream's headers at once, not through the routes' setHeader.
     const stream = await subscribeFetchSse(gateway, 'alice', { query: TASK_UPDATED });
-    await stream.response;
+    const { contentType, headers } = await stream.response;
     stream.stop();
+    expect(contentType).toBe('text/event-stream');
+    expectSecurityHeaders(headers);
+    expect(headers.get('x-request-id')).toMatch(/^[A-Za-z0-9._:-]{8,128}$/);
+    // And on its answers that are not a stream: a subscription refused before it starts.
+    const refused = await subscribeFetchSse(gateway, null, { query: TASK_UPDATED });
+    const refusal = await refused.response;
+    refused.stop();
+    expect(refusal.status).not.toBe(200);
+    expectSecurityHeaders(refusal.headers);
     const answer = await rawRequest(
       gateway.url,
       'GET /healthz HTTP/1.1\r\nHost: x/y\r\nConnection: close\r\n\r\n',
