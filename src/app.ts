@@ -334,9 +334,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     const callbackRoute = createKieCallbackRoute(callbacks);
     serve = (req, res) => {
       const requestId = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
-      if (!hasRoutableTarget(req)) {
+      const setCommonHeaders = () => {
         res.setHeader(REQUEST_ID_HEADER, requestId);
         securityHeaders.setOn(res);
+      };
+      if (!hasRoutableTarget(req)) {
+        setCommonHeaders();
         return refuseUnroutable(res);
       }
       // Everything this request does, logs and errors included, knows its id (request-context.ts).
@@ -345,8 +348,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         if (sse.handles(req)) {
           return void sse.serve(req, res, [[REQUEST_ID_HEADER, requestId], ...securityHeaders.entries]);
         }
-        res.setHeader(REQUEST_ID_HEADER, requestId);
-        securityHeaders.setOn(res);
+        setCommonHeaders();
         if (media?.handles(req)) return media.serve(req, res);
         if (callbackRoute.handles(req)) return void callbackRoute.serve(req, res);
         return yoga(req, res);

@@ -12,7 +12,8 @@ export interface SecurityHeaders {
 
 /**
  * Standard security headers on every HTTP response, whichever transport writes it (yoga, the lean SSE path,
- * the callback and health routes), set before any of them runs. helmet's defaults, except: the content
+ * the callback and health routes): set before any of them runs, except on a lean SSE stream, which writes
+ * them with its own headers (`entries`). helmet's defaults, except: the content
  * security policy only forbids framing (GraphiQL's page runs inline scripts), and HSTS is sent only when the
  * gateway is reached over https.
  */
