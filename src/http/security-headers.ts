@@ -43,7 +43,12 @@ export function createSecurityHeaders(options: { https: boolean }): SecurityHead
   return {
     entries,
     setOn(res) {
-      for (const [name, value] of entries) res.setHeader(name, value);
+      setHeaderEntries(res, entries);
     },
   };
+}
+
+/** Sets each of `entries` on `res`, one by one. */
+export function setHeaderEntries(res: ServerResponse, entries: readonly HeaderEntry[]): void {
+  for (const [name, value] of entries) res.setHeader(name, value);
 }

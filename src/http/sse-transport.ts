@@ -9,7 +9,7 @@ import { subscribe as subscribeExecuted } from './executed-stream.js';
 import type { OperationGate, OperationParams } from './operation-gate.js';
 import { exceedsBytes, OUTPUT_LIMIT_EXCEEDED, updateTooLarge } from './output-limits.js';
 import { bodyTooLargeResponse, readNodeBody } from './request-body.js';
-import type { HeaderEntry } from './security-headers.js';
+import { type HeaderEntry, setHeaderEntries } from './security-headers.js';
 import { SseKeepAlive } from './sse-keep-alive.js';
 import { guardUserStream, type StreamLimits, tooManyStreams } from './stream-limits.js';
 import { type GatewayYoga, GRAPHQL_PATH } from './yoga.js';
@@ -124,9 +124,7 @@ export function createSseTransport(options: SseTransportOptions) {
      * stream's own when it streams, set on the response before any other answer.
      */
     async serve(req: IncomingMessage, res: ServerResponse, headers: readonly HeaderEntry[]): Promise<void> {
-      const setHeaders = () => {
-        for (const [name, value] of headers) res.setHeader(name, value);
-      };
+      const setHeaders = () => setHeaderEntries(res, headers);
       try {
         const body = req.method === 'POST' ? await readNodeBody(req, options.maxBodyBytes) : undefined;
         if (body === null) {
