@@ -86,6 +86,7 @@ async function measureSide(
     await subscribers.close();
     await settle(settleMs * 2);
     const after = await server.gc();
+    if (context.profile) context.log(`${label}: heap snapshot ${await server.heapSnapshot('after')}`);
     const growth = subscribedMemory.heapUsed - startMemory.heapUsed;
     const residual = after.heapUsed - startMemory.heapUsed;
     const side: MemorySide = {
