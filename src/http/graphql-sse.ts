@@ -124,11 +124,13 @@ export function useGraphQLSSEProtocol(endpoint: string, options: GraphQLSSEOptio
         {
           authenticate: (request) => authenticate(request.raw),
           onSubscribe: async (request, params) => {
-            const admission = gate.admit(params, {
-              ...serverContexts.get(request.raw),
-              request: request.raw,
-              transport: 'graphql-sse',
-            });
+            const admission = gate.admit(
+              params,
+              Object.assign({}, serverContexts.get(request.raw), {
+                request: request.raw,
+                transport: 'graphql-sse' as const,
+              }),
+            );
             if (!admission.admitted) return refuse(400, admission.errors);
             const { envelope: enveloped, document, operation } = admission;
             let contextValue: unknown;

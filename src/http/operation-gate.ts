@@ -51,9 +51,12 @@ export function createOperationGate(
       params: OperationParams,
       initialContext: { transport: Transport } & Record<string, unknown>,
     ): Admission {
-      const envelope = yoga.getEnveloped({ ...initialContext, params } as Parameters<
-        GatewayYoga['getEnveloped']
-      >[0]);
+      // Object.assign, not `{ ...initialContext, params }`: the envelope copies the context factory's fields
+      // onto this object, and onto one made by a spread each field cost ~0.5 µs (node 20: 4.8 µs for the
+      // nine, against 0.13 µs here; see src/graphql/context.ts).
+      const envelope = yoga.getEnveloped(
+        Object.assign({}, initialContext, { params }) as Parameters<GatewayYoga['getEnveloped']>[0],
+      );
       let document: DocumentNode;
       try {
         document = envelope.parse(params.query);
