@@ -1,5 +1,6 @@
 import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
+import { toSharedClock } from './shared-clock.js';
 
 /**
  * The server side of the IPC protocol every bench server process speaks (the gateway launcher and each
@@ -11,7 +12,8 @@ export type ParentMessage =
   | { id: number; type: 'gc' | 'memory' | 'cpu' | 'stats' | 'stop' }
   | { id: number; type: 'heapSnapshot'; file: string };
 export type ChildMessage =
-  | { type: 'ready'; url: string }
+  /** `at`: the moment it was ready, on the shared clock (shared-clock.ts); `cpuMicros`: its CPU until then. */
+  | { type: 'ready'; url: string; at: number; cpuMicros: number }
   | { type: 'failed'; message: string }
   | { type: 'reply'; id: number; value: unknown };
 
@@ -118,7 +120,8 @@ export function reportReady(url: string, hooks: ChildHooks): void {
   });
   // The orchestrator died: do not linger on the pinned core.
   process.on('disconnect', () => process.exit(0));
-  send({ type: 'ready', url });
+  const cpu = process.cpuUsage();
+  send({ type: 'ready', url, at: toSharedClock(performance.now()), cpuMicros: cpu.user + cpu.system });
 }
 
 export function reportFailure(error: unknown): never {
