@@ -60,7 +60,7 @@ export interface ServerProcess {
   pid: number;
   /**
    * When it was ready, by its own clock (as this process's performance.now()), and its CPU until then: an
-   * orchestrator busy with thousands of clients reads the message later (0.07-0.88 s in a reconnect storm of 10,000 clients).
+   * orchestrator busy with thousands of clients reads the message later (0.07-1.9 s in a reconnect storm of 10,000 clients).
    */
   ready: { at: number; cpuMicros: number };
   /** Where its CPU profiles go, when profiled; written when it stops. */
