@@ -25,7 +25,7 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
 export class Auth {
   /**
    * A key object made once, as jose advises for repeated checks: given the secret's bytes, jose imports them
-   * into WebCrypto on every check, which was 14-24% of this server's CPU in a reconnect storm.
+   * into WebCrypto on every check: 620 ms of the raw ws server's 2,572 ms of CPU in a reconnect storm.
    */
   private readonly key: KeyObject;
 

@@ -60,7 +60,8 @@ export interface ServerProcess {
   pid: number;
   /**
    * When it was ready, by its own clock (as this process's performance.now()), and its CPU until then: an
-   * orchestrator busy with thousands of clients reads the message later (0.07-1.9 s in a reconnect storm of 10,000 clients).
+   * orchestrator busy with thousands of clients reads the message later (0.07-1.9 s in a reconnect storm of
+   * 10,000 clients).
    */
   ready: { at: number; cpuMicros: number };
   /** Where its CPU profiles go, when profiled; written when it stops. */
@@ -130,8 +131,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
 
   let nextId = 1;
   const pending = new Map<number, (value: unknown) => void>();
-  let ready = { at: 0, cpuMicros: 0 };
-  const url = await new Promise<string>((resolve, reject) => {
+  const readyMessage = await new Promise<Extract<ChildMessage, { type: 'ready' }>>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`${options.name} did not start within 60 s`)),
       READY_TIMEOUT_MS,
@@ -143,10 +143,9 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     child.once('exit', onExit);
     child.on('message', (message: ChildMessage) => {
       if (message.type === 'ready') {
-        ready = { at: fromSharedClock(message.at), cpuMicros: message.cpuMicros };
         clearTimeout(timer);
         child.off('exit', onExit);
-        resolve(message.url);
+        resolve(message);
       } else if (message.type === 'failed') {
         clearTimeout(timer);
         reject(new Error(`${options.name} failed to start: ${message.message.split('\n')[0]}`));
@@ -173,8 +172,8 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
 
   return {
     name: options.name,
-    url,
-    ready,
+    url: readyMessage.url,
+    ready: { at: fromSharedClock(readyMessage.at), cpuMicros: readyMessage.cpuMicros },
     profileDir: profileOut,
     pid: child.pid ?? -1,
     gc: () => request<NodeJS.MemoryUsage>('gc'),

@@ -35,9 +35,10 @@ import type { ResultRow, Scenario, ScenarioContext } from './types.js';
  * moment it reports, not when this busy process reads the message) until every client is connected again and
  * holds every change made while it was down; the database queries Postgres ran from the restart on (counted
  * by a proxy in front of Postgres, bench/processes/query-counter.ts), per reconnecting client; the server's
- * peak heap meanwhile. Then one signed callback per client for one of its tasks proves each is live, and every task's versions are checked: each change once, in order. A full run
- * does each part three times, the sides taking turns, and reports the run with the median ratio; missed and
- * duplicated updates, probes and queries must hold in every run.
+ * peak heap meanwhile. Then one signed callback per client for one of its tasks proves each is live, and
+ * every task's versions are checked: each change once, in order. A full run does each part three times, the
+ * sides taking turns, and reports the run with the median ratio; missed and duplicated updates, probes and
+ * queries must hold in every run.
  */
 
 const SHARE_CHANGED = 0.2;
