@@ -13,6 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { FakeKie } from './fake-kie.js';
 import { DatabaseUnavailableError, prepareDatabase } from './lib/database.js';
+import { buildGateway } from './lib/gateway-build.js';
 import { closeIdleConnections } from './lib/http.js';
 import { describeMachine } from './lib/machine.js';
 import { pinLoadGenerator, repoRoot, type ServerProcess, startServer } from './lib/processes.js';
@@ -76,6 +77,9 @@ log(
     ? 'servers on core 0, load generator on core 1'
     : `not pinned (${pinning.cores} core(s) or no taskset): figures are noisier`,
 );
+
+log('building the gateway (npm run build): the bench runs dist/, as the image does');
+buildGateway();
 
 let database: Awaited<ReturnType<typeof prepareDatabase>>;
 try {
