@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { callbackBody, callbackPath, type KieState, signatureHeaders } from '../lib/callback.js';
 import { resultUrl, type SeedTask, waitingTask } from '../lib/database.js';
 import {
@@ -81,6 +82,13 @@ interface PartResult {
   peakHeapBytes: number;
   /** The server's CPU (user + system) from its ready to the storm's end, per reconnecting client. */
   cpuMsPerClient: number;
+  /** That CPU over the storm's seconds: below 1, the server waited for its clients part of the time. */
+  serverBusyShare: number;
+  /**
+   * How late this process's event loop ran, from the restart to the storm's end (p99 and max, ms). It holds
+   * every client: a late loop is clients that reconnect later than their retry said, whatever the server does.
+   */
+  generatorLagMs: { p99: number; max: number };
   reconnects: number;
   missed: number;
   duplicated: number;
@@ -208,6 +216,8 @@ async function runPart(
 
     log(`changes written in ${((performance.now() - killedAt) / 1000).toFixed(1)} s; restarting`);
     const spawnedAt = performance.now();
+    const generatorLag = monitorEventLoopDelay({ resolution: 10 });
+    generatorLag.enable();
     const beforeStart = await counter.stats<{ queries: number }>();
     server = await side.start(port);
     // The server's own moment and CPU at ready: this process, busy with every client's retries, reads the
@@ -228,13 +238,20 @@ async function runPart(
     await waitUntil('the reconnect storm', deadlineMs, () => ledger.complete && reconnected());
     const doneAt = Math.max(ledger.lastExpectedAt, ...all.map((follower) => follower.connectedAt));
     const afterStorm = await counter.stats<{ queries: number }>();
+    generatorLag.disable();
     const cpuAfterStorm = await server.cpu();
     sampling = false;
     await sampler;
     const queries = afterStorm.queries - beforeStart.queries;
-    const cpuMsPerClient = (cpuAfterStorm.micros - server.ready.cpuMicros) / 1000 / count;
+    const cpuMs = (cpuAfterStorm.micros - server.ready.cpuMicros) / 1000;
+    const cpuMsPerClient = cpuMs / count;
+    const serverBusyShare = cpuMs / (doneAt - readyAt);
+    const generatorLagMs = {
+      p99: generatorLag.percentile(99) / 1e6,
+      max: generatorLag.max / 1e6,
+    };
     log(
-      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
+      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${(serverBusyShare * 100).toFixed(0)}% of the storm; this process's loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
     );
 
     // One more change per client, through the server's own callback route: each must arrive.
@@ -268,6 +285,8 @@ async function runPart(
       queriesPerClient: queries / count,
       peakHeapBytes: peakHeap,
       cpuMsPerClient,
+      serverBusyShare,
+      generatorLagMs,
       // Each client connects twice when all goes well: at the start, and once after the restart.
       reconnects: all.reduce((sum, follower) => sum + follower.connects, 0) - 2 * count,
       missed: ledger.missed,
@@ -308,6 +327,8 @@ function medianRun(runs: readonly StormRun[]): StormRun {
   return byRatio[Math.floor((byRatio.length - 1) / 2)] as StormRun;
 }
 
+const percent = (share: number) => `${(share * 100).toFixed(0)}%`;
+
 function partRows(transport: Transport, median: StormRun, runs: readonly StormRun[]): ResultRow[] {
   const { gateway: g, baseline: b } = median;
   const scenario = 'reconnect-storm';
@@ -339,7 +360,7 @@ function partRows(transport: Transport, median: StormRun, runs: readonly StormRu
       ratio,
       target: '≤ 5 s and ≤ 1.5x',
       pass: g.stormSeconds <= 5 && ratio <= 1.5 && every(allArrived),
-      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
+      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms, busy ${percent(g.serverBusyShare)} and ${percent(b.serverBusyShare)} of the storm's seconds; the load generator's event loop (every client) late by p99 ${g.generatorLagMs.p99.toFixed(0)} and ${b.generatorLagMs.p99.toFixed(0)} ms, max ${g.generatorLagMs.max.toFixed(0)} and ${b.generatorLagMs.max.toFixed(0)} ms, from the restart to the storm's end${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
     },
     {
       scenario,
