@@ -49,6 +49,8 @@ const BACKOFF: Backoff = { firstMs: 100, maxMs: 1_000 };
 const HEAP_SAMPLE_MS = 50;
 const PROBE_SENDERS = 32;
 
+const percent = (share: number) => `${(share * 100).toFixed(0)}%`;
+
 /**
  * `BENCH_STORM_CLIENTS=<ws>,<sse>` overrides the client counts of either mode (0 leaves that part out), so one
  * part can be measured at full size without the other: `BENCH_STORM_CLIENTS=10000,0 npm run bench -- --only
@@ -202,6 +204,8 @@ async function runPart(
         })
       : openSseFollowers({ url: `${server.url}/graphql`, users, ledger, backoff: BACKOFF });
   let followers: Followers | undefined;
+  // Stopped in `finally` too: a storm that fails would leave it sampling this process for the rest of the run.
+  let generatorLag: ReturnType<typeof monitorEventLoopDelay> | undefined;
   try {
     followers = await open();
     await waitUntil('every first replay', deadlineMs, () => ledger.complete);
@@ -216,7 +220,7 @@ async function runPart(
 
     log(`changes written in ${((performance.now() - killedAt) / 1000).toFixed(1)} s; restarting`);
     const spawnedAt = performance.now();
-    const generatorLag = monitorEventLoopDelay({ resolution: 10 });
+    generatorLag = monitorEventLoopDelay({ resolution: 10 });
     generatorLag.enable();
     const beforeStart = await counter.stats<{ queries: number }>();
     server = await side.start(port);
@@ -251,7 +255,7 @@ async function runPart(
       max: generatorLag.max / 1e6,
     };
     log(
-      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${(serverBusyShare * 100).toFixed(0)}% of the storm; this process's loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
+      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${percent(serverBusyShare)} of the storm; this process's loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
     );
 
     // One more change per client, through the server's own callback route: each must arrive.
@@ -302,6 +306,7 @@ async function runPart(
       ),
     };
   } finally {
+    generatorLag?.disable();
     await followers?.close();
     await server.stop();
   }
@@ -326,8 +331,6 @@ function medianRun(runs: readonly StormRun[]): StormRun {
   const byRatio = [...runs].sort((a, b) => stormRatio(a) - stormRatio(b));
   return byRatio[Math.floor((byRatio.length - 1) / 2)] as StormRun;
 }
-
-const percent = (share: number) => `${(share * 100).toFixed(0)}%`;
 
 function partRows(transport: Transport, median: StormRun, runs: readonly StormRun[]): ResultRow[] {
   const { gateway: g, baseline: b } = median;
