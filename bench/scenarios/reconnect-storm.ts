@@ -52,6 +52,20 @@ const PROBE_SENDERS = 32;
 const percent = (share: number) => `${(share * 100).toFixed(0)}%`;
 
 /**
+ * While the server is down every client's attempt fails, tens of thousands of them, and node makes each
+ * refused connection an error with a stack trace that its streams then read (`err.stack`, formatted through
+ * tsx's source maps): about 7% of this process's CPU from the kill to the storm's end (`--cpu-prof` on it),
+ * taken from the clients it runs. No stacks in that window; the previous limit comes back after it.
+ */
+function withoutErrorStacks(): () => void {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  return () => {
+    Error.stackTraceLimit = limit;
+  };
+}
+
+/**
  * `BENCH_STORM_CLIENTS=<ws>,<sse>` overrides the client counts of either mode (0 leaves that part out), so one
  * part can be measured at full size without the other: `BENCH_STORM_CLIENTS=10000,0 npm run bench -- --only
  * reconnect-storm`.
@@ -91,6 +105,8 @@ interface PartResult {
    * every client: a late loop is clients that reconnect later than their retry said, whatever the server does.
    */
   generatorLagMs: { p99: number; max: number };
+  /** This process's CPU over the same seconds (1: one core's worth): near 1, the clients set the pace. */
+  generatorBusyShare: number;
   reconnects: number;
   missed: number;
   duplicated: number;
@@ -206,6 +222,7 @@ async function runPart(
   let followers: Followers | undefined;
   // Stopped in `finally` too: a storm that fails would leave it sampling this process for the rest of the run.
   let generatorLag: ReturnType<typeof monitorEventLoopDelay> | undefined;
+  let restoreErrorStacks = () => {};
   try {
     followers = await open();
     await waitUntil('every first replay', deadlineMs, () => ledger.complete);
@@ -213,6 +230,7 @@ async function runPart(
 
     await server.kill();
     const killedAt = performance.now();
+    restoreErrorStacks = withoutErrorStacks();
     const changes = planChanges(users, transport === 'ws' ? 1 : 2);
     await writeChanges(context, changes);
     for (const { task } of changes) ledger.expect(task.globalId, task.version + 1);
@@ -222,6 +240,7 @@ async function runPart(
     const spawnedAt = performance.now();
     generatorLag = monitorEventLoopDelay({ resolution: 10 });
     generatorLag.enable();
+    const generatorCpuAtSpawn = process.cpuUsage();
     const beforeStart = await counter.stats<{ queries: number }>();
     server = await side.start(port);
     // The server's own moment and CPU at ready: this process, busy with every client's retries, reads the
@@ -243,6 +262,9 @@ async function runPart(
     const doneAt = Math.max(ledger.lastExpectedAt, ...all.map((follower) => follower.connectedAt));
     const afterStorm = await counter.stats<{ queries: number }>();
     generatorLag.disable();
+    const generatorCpu = process.cpuUsage(generatorCpuAtSpawn);
+    const generatorMeasuredAt = performance.now();
+    restoreErrorStacks();
     const cpuAfterStorm = await server.cpu();
     sampling = false;
     await sampler;
@@ -254,8 +276,10 @@ async function runPart(
       p99: generatorLag.percentile(99) / 1e6,
       max: generatorLag.max / 1e6,
     };
+    const generatorBusyShare =
+      (generatorCpu.user + generatorCpu.system) / 1000 / (generatorMeasuredAt - spawnedAt);
     log(
-      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${percent(serverBusyShare)} of the storm; this process's loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
+      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${percent(serverBusyShare)} of the storm; this process busy ${percent(generatorBusyShare)} from the restart on, its loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
     );
 
     // One more change per client, through the server's own callback route: each must arrive.
@@ -291,6 +315,7 @@ async function runPart(
       cpuMsPerClient,
       serverBusyShare,
       generatorLagMs,
+      generatorBusyShare,
       // Each client connects twice when all goes well: at the start, and once after the restart.
       reconnects: all.reduce((sum, follower) => sum + follower.connects, 0) - 2 * count,
       missed: ledger.missed,
@@ -307,6 +332,7 @@ async function runPart(
     };
   } finally {
     generatorLag?.disable();
+    restoreErrorStacks();
     await followers?.close();
     await server.stop();
   }
@@ -363,7 +389,7 @@ function partRows(transport: Transport, median: StormRun, runs: readonly StormRu
       ratio,
       target: '≤ 5 s and ≤ 1.5x',
       pass: g.stormSeconds <= 5 && ratio <= 1.5 && every(allArrived),
-      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms, busy ${percent(g.serverBusyShare)} and ${percent(b.serverBusyShare)} of the storm's seconds; the load generator's event loop (every client) late by p99 ${g.generatorLagMs.p99.toFixed(0)} and ${b.generatorLagMs.p99.toFixed(0)} ms, max ${g.generatorLagMs.max.toFixed(0)} and ${b.generatorLagMs.max.toFixed(0)} ms, from the restart to the storm's end${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
+      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms, busy ${percent(g.serverBusyShare)} and ${percent(b.serverBusyShare)} of the storm's seconds; the load generator (every client) busy ${percent(g.generatorBusyShare)} and ${percent(b.generatorBusyShare)} from the restart on, its event loop late by p99 ${g.generatorLagMs.p99.toFixed(0)} and ${b.generatorLagMs.p99.toFixed(0)} ms, max ${g.generatorLagMs.max.toFixed(0)} and ${b.generatorLagMs.max.toFixed(0)} ms, from the restart to the storm's end${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
     },
     {
       scenario,
