@@ -62,6 +62,8 @@ export interface RawRequest {
   /** Sent with Content-Length, or in chunks of Transfer-Encoding: chunked when `chunked`. */
   body?: string;
   chunked?: boolean;
+  /** A Content-Length other than the body's, as a client that lies about it sends. */
+  declaredLength?: number;
 }
 
 /**
@@ -77,7 +79,8 @@ export function rawRequest(baseUrl: string, request: RawRequest): Promise<RawAns
     ...request.headers,
   };
   if (request.chunked) headers['transfer-encoding'] = 'chunked';
-  else headers['content-length'] = String(Buffer.byteLength(body));
+  if (!request.chunked || request.declaredLength !== undefined)
+    headers['content-length'] = String(request.declaredLength ?? Buffer.byteLength(body));
   const head = `${request.method ?? 'POST'} ${request.path ?? '/graphql'} HTTP/1.1\r\n${Object.entries(
     headers,
   )

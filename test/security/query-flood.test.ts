@@ -108,6 +108,31 @@ describe('seen 1: a flood of distinct large queries without a token', () => {
     }
   });
 
+  // The body cap counts only bodies without a Content-Length: a declared length within the cap bounds what the
+  // gateway reads, which these hold.
+  it('a body longer than its Content-Length is read only up to it; Content-Length with chunked is refused', async () => {
+    const { url } = stack.gateway;
+    const operation = JSON.stringify({ query: '{ __typename }' });
+    const longer = await rawRequest(url, {
+      headers: { 'content-type': 'application/json', accept: 'application/json', connection: 'keep-alive' },
+      // What follows the declared bytes is the next request on the connection (junk there would be answered
+      // 400 by node before the first answer is out).
+      body: `${operation}GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`,
+      declaredLength: Buffer.byteLength(operation),
+    });
+    expect(longer.status).toBe(200);
+    // The operation alone was the body; the bytes past it were answered as a request of their own.
+    expect(longer.body).toMatch(/^\{"data":\{"__typename":"Query"\}\}HTTP\/1\.1 200 /);
+
+    const both = await rawRequest(url, {
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ query: distinctPaddedQuery(1, CAP + 1) }),
+      chunked: true,
+      declaredLength: 10,
+    });
+    expect(both.status).toBe(400);
+  });
+
   it('a GET query string over 16 KB is refused before the gateway reads it', async () => {
     const query = encodeURIComponent(distinctPaddedQuery(0, 20_000));
     const answer = await rawRequest(stack.gateway.url, { method: 'GET', path: `/graphql?query=${query}` });
