@@ -88,7 +88,7 @@ class ResultUrlsLoader {
 
   load(task: AvatarTaskRow): Promise<string[]> {
     if (task.state !== 'SUCCEEDED' || task.resultUrls.length === 0) return Promise.resolve([]);
-    // Read with a replay page (see src/storage/preloaded-results.ts): no query of its own.
+    // Read with a history or replay page (see src/storage/preloaded-results.ts): no query of its own.
     const preloaded = preloadedStoredResults(task);
     if (preloaded) return this.links.urlsFor(task, preloaded);
     this.loader ??= new DataLoader(

@@ -5,9 +5,9 @@ const PRELOADED_STORED_RESULTS = Symbol('preloaded stored results');
 type WithStoredResults = AvatarTaskRow & { [PRELOADED_STORED_RESULTS]?: StoredResultRow[] };
 
 /**
- * A task row that carries its stored copies, read for a whole page of a stream's tasks at once: a `since`
- * replay of a reconnecting client sends each task as its own update, and the result URLs of each would
- * otherwise be one stored_results query per SUCCEEDED task per client.
+ * A task row that carries its stored copies, read for a whole page of tasks at once: a `since` replay of a
+ * reconnecting client sends each task as its own update, and the result URLs of each would otherwise be one
+ * stored_results query per SUCCEEDED task per client; a history page reads them in its own statement.
  */
 export function withPreloadedStoredResults(task: AvatarTaskRow, rows: StoredResultRow[]): AvatarTaskRow {
   (task as WithStoredResults)[PRELOADED_STORED_RESULTS] = rows;

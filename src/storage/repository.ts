@@ -1,4 +1,17 @@
-import { and, asc, eq, inArray, isNull, lte, or, sql } from 'drizzle-orm';
+import {
+  type AnyColumn,
+  and,
+  asc,
+  eq,
+  getTableColumns,
+  getTableName,
+  inArray,
+  isNull,
+  lte,
+  or,
+  type SQL,
+  sql,
+} from 'drizzle-orm';
 import type { Database } from '../db/connection.js';
 import { type StoredResultRow, storedResults } from '../db/schema.js';
 
@@ -10,6 +23,35 @@ export interface StoredCopy {
   durationSeconds: number | null;
   storedAt: Date;
   expiresAt: Date;
+}
+
+const storedResultColumns = Object.entries(getTableColumns(storedResults));
+
+/**
+ * A subquery for a statement that reads tasks: the stored copies of the task whose id is `taskId`, as one
+ * value, so the statement reads its tasks' copies along with them. A history page did a second round trip
+ * for them (the page, then stored_results for its tasks). Null when the task has none.
+ */
+export function storedResultsOfTask(taskId: AnyColumn): SQL<StoredResultRow[] | null> {
+  // Qualified by hand: drizzle writes the columns of a one-table statement unqualified, and a bare "id" in
+  // here would be the copy's own.
+  const outer = sql`${sql.identifier(getTableName(taskId.table))}.${sql.identifier(taskId.name)}`;
+  return sql`(select json_agg(copy order by copy.position) from ${storedResults} copy where copy.task_id = ${outer})`.mapWith(
+    decodeStoredResults,
+  );
+}
+
+/** Each row as json_agg wrote it (keys are column names), through its columns' own drizzle mappings. */
+function decodeStoredResults(value: unknown): StoredResultRow[] {
+  const rows = (typeof value === 'string' ? JSON.parse(value) : value) as Array<Record<string, unknown>>;
+  return rows.map((json) => {
+    const row: Record<string, unknown> = {};
+    for (const [key, column] of storedResultColumns) {
+      const raw = json[column.name];
+      row[key] = raw == null ? null : column.mapFromDriverValue(raw);
+    }
+    return row as StoredResultRow;
+  });
 }
 
 /** The only module that touches stored_results (its rows are created with the SUCCEEDED transition). */

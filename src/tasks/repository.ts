@@ -23,6 +23,8 @@ import {
   kieCreateSlots,
   seenCallbackSignatures,
 } from '../db/schema.js';
+import { withPreloadedStoredResults } from '../storage/preloaded-results.js';
+import { storedResultsOfTask } from '../storage/repository.js';
 import type { QuotaName } from './errors.js';
 import {
   type AvatarTaskEventSource,
@@ -405,7 +407,10 @@ export class TaskRepository {
       afterId: after?.id,
       limit: options.first + 1,
     });
-    return { tasks: rows.slice(0, options.first), hasNextPage: rows.length > options.first };
+    const tasks = rows
+      .slice(0, options.first)
+      .map(({ task, storedCopies }) => withPreloadedStoredResults(task, storedCopies ?? []));
+    return { tasks, hasNextPage: rows.length > options.first };
   }
 
   /** The history page's statement for a page with or without a cursor and a state filter, built once each. */
@@ -416,11 +421,14 @@ export class TaskRepository {
     return statement;
   }
 
-  /** drizzle building this on every request was a few percent of a history page's CPU. */
+  /**
+   * drizzle building this on every request was a few percent of a history page's CPU. Each task comes with
+   * its stored copies, for its result URLs: in the same statement, and so from the same snapshot.
+   */
   private buildHistoryPage(withCursor: boolean, withStates: boolean) {
     const value = (name: string) => sql.placeholder(name);
     return this.db
-      .select()
+      .select({ task: avatarTasks, storedCopies: storedResultsOfTask(avatarTasks.id) })
       .from(avatarTasks)
       .where(
         and(
