@@ -155,7 +155,7 @@ for (const scenario of selected) {
     async startGateway(env = {}) {
       const server = await startServer({
         name: `gateway-${scenario.name}`,
-        script: 'bench/processes/gateway.ts',
+        script: 'bench/processes/gateway.mjs',
         env: await gatewayEnv(env),
         profile,
       });

@@ -5,7 +5,7 @@ import { repoRoot } from './processes.js';
 const BUILD_TIMEOUT_MS = 180_000;
 
 /**
- * Compiles the gateway to dist/ (`npm run build`), which bench/processes/gateway.ts then runs: the bench
+ * Compiles the gateway to dist/ (`npm run build`), which bench/processes/gateway.mjs then runs: the bench
  * measures the code the image and `npm start` run, plain JavaScript from tsc, not the sources through tsx.
  * tsx's output differs where it costs: every function it compiles is named again at run time (esbuild's
  * `__name`, a `defineProperty` per closure made), and a reconnect storm over SSE made thousands of them

@@ -103,7 +103,8 @@ process.on('exit', () => {
 
 export async function startServer(options: StartOptions): Promise<ServerProcess> {
   const { pinned } = pinLoadGenerator();
-  const nodeArgs = ['--expose-gc', '--import', 'tsx'];
+  // TypeScript runs through tsx; the gateway's launcher is plain JavaScript (see bench/processes/gateway.mjs).
+  const nodeArgs = options.script.endsWith('.ts') ? ['--expose-gc', '--import', 'tsx'] : ['--expose-gc'];
   // A server pinned to one core runs the way the image runs an instance (one per core, see the Dockerfile): with
   // V8's collector on the event loop's thread. Its helper threads would share that one core with the event loop,
   // and while they mark, callbacks wait (fan-out's p99 100-170 ms in a segment holding a major collection,
