@@ -121,8 +121,9 @@ export function useRequestBodyLimits(limits: RequestBodyLimits): Plugin {
         if (Number(length) > limit) throw tooLarge();
         // Nothing left to count: node's HTTP parser hands on no more body than Content-Length declares (and
         // refuses a request that also says Transfer-Encoding). Counting it anyway, through a TransformStream
-        // and a second Request, was about a fifth of a history page's CPU (`npm run bench -- --only history`: pages/s 0.27x of the baseline before, 0.33-0.35x after). Multipart requests still get the
-        // second Request, for its form-data limits.
+        // and a second Request, was about a fifth of a history page's CPU (`npm run bench -- --only
+        // history`: pages/s 0.27x of the baseline before, 0.33-0.35x after). Multipart requests still get
+        // the second Request, for its form-data limits.
         if (!multipart) return;
       }
       if (requestParser == null || request.body == null) return;

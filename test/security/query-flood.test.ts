@@ -108,8 +108,8 @@ describe('seen 1: a flood of distinct large queries without a token', () => {
     }
   });
 
-  // The body cap counts only bodies without a Content-Length: a declared length within the cap bounds what the
-  // gateway reads, which these hold.
+  // A JSON body whose Content-Length is within the cap is not counted again (chunked and multipart ones are):
+  // the declared length bounds what the gateway reads, which these hold.
   it('a body longer than its Content-Length is read only up to it; Content-Length with chunked is refused', async () => {
     const { url } = stack.gateway;
     const operation = JSON.stringify({ query: '{ __typename }' });
