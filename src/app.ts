@@ -114,17 +114,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       connectionsCheckingInterval: Math.min(1_000, config.edge.headersTimeoutMs),
     });
     server.maxConnections = config.edge.maxConnections;
-    // The port is bound before the rest is wired (the simulator and the callback URLs need it): until the
-    // gateway's own handler is in place, a request is told to come back instead of waiting on no one.
     let serve: RequestListener | undefined;
     server.on('request', (req, res) => (serve ? serve(req, res) : answerStarting(res)));
     const requests = new RequestTracker(server);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port: config.port, host: config.host, backlog: config.edge.listenBacklog }, () =>
-        resolve(),
-      );
-    });
+    const listen = () =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ port: config.port, host: config.host, backlog: config.edge.listenBacklog }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
     cleanup.push(
       () =>
         new Promise<void>((resolve) => {
@@ -132,7 +132,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
           server.closeAllConnections();
         }),
     );
-    const port = (server.address() as AddressInfo).port;
+    // A configured port is bound once everything is wired: until then a connection is refused by the kernel,
+    // which every client and load balancer retries, and costs this process nothing. Bound early, a restarted
+    // instance spent its start answering "starting" to every client of a reconnect storm, and they took those
+    // answers in with their retries (bench/scenarios/reconnect-storm.ts). PORT=0 is only known once bound:
+    // then the port is bound first, and what lands before the handler is told to come back (answerStarting).
+    const boundEarly = config.port === 0;
+    if (boundEarly) await listen();
+    const port = boundEarly ? (server.address() as AddressInfo).port : config.port;
     const localUrl = `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${port}`;
     const publicUrl = config.publicUrl ?? `http://localhost:${port}`;
 
@@ -369,6 +376,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     cleanup.push(() => sockets.close());
 
+    if (!boundEarly) await listen();
     poller.start();
     cleanup.push(() => poller.stop());
     if (copier) {
