@@ -12,8 +12,11 @@ export type ParentMessage =
   | { id: number; type: 'gc' | 'memory' | 'cpu' | 'stats' | 'stop' }
   | { id: number; type: 'heapSnapshot'; file: string };
 export type ChildMessage =
-  /** `at`: the moment it was ready, on the shared clock (shared-clock.ts); `cpuMicros`: its CPU until then. */
-  | { type: 'ready'; url: string; at: number; cpuMicros: number }
+  /**
+   * `at`: the moment it was ready, and `startedAt` the moment its process started (its performance.now()'s
+   * zero), both on the shared clock (shared-clock.ts); `cpuMicros`: its CPU until then.
+   */
+  | { type: 'ready'; url: string; at: number; startedAt: number; cpuMicros: number }
   | { type: 'failed'; message: string }
   | { type: 'reply'; id: number; value: unknown };
 
@@ -121,7 +124,13 @@ export function reportReady(url: string, hooks: ChildHooks): void {
   // The orchestrator died: do not linger on the pinned core.
   process.on('disconnect', () => process.exit(0));
   const cpu = process.cpuUsage();
-  send({ type: 'ready', url, at: toSharedClock(performance.now()), cpuMicros: cpu.user + cpu.system });
+  send({
+    type: 'ready',
+    url,
+    at: toSharedClock(performance.now()),
+    startedAt: toSharedClock(0),
+    cpuMicros: cpu.user + cpu.system,
+  });
 }
 
 export function reportFailure(error: unknown): never {

@@ -61,9 +61,10 @@ export interface ServerProcess {
   /**
    * When it was ready, by its own clock (as this process's performance.now()), and its CPU until then: an
    * orchestrator busy with thousands of clients reads the message later (0.07-1.9 s in a reconnect storm of
-   * 10,000 clients).
+   * 10,000 clients). `startedAt`: when its process started, by the same clock: from spawn() on, that busy
+   * orchestrator's own delays would count too.
    */
-  ready: { at: number; cpuMicros: number };
+  ready: { at: number; startedAt: number; cpuMicros: number };
   /** Where its CPU profiles go, when profiled; written when it stops. */
   profileDir: string | undefined;
   /** Runs the collector twice inside the process and returns its memory afterwards. */
@@ -174,7 +175,11 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
   return {
     name: options.name,
     url: readyMessage.url,
-    ready: { at: fromSharedClock(readyMessage.at), cpuMicros: readyMessage.cpuMicros },
+    ready: {
+      at: fromSharedClock(readyMessage.at),
+      startedAt: fromSharedClock(readyMessage.startedAt),
+      cpuMicros: readyMessage.cpuMicros,
+    },
     profileDir: profileOut,
     pid: child.pid ?? -1,
     gc: () => request<NodeJS.MemoryUsage>('gc'),

@@ -89,7 +89,7 @@ interface PartResult {
   clients: number;
   tasks: number;
   changed: number;
-  /** Restarted server's spawn → its ready. */
+  /** Restarted server's process start → its ready. */
   startSeconds: number;
   /** Its ready → every client connected and holding every change. */
   stormSeconds: number;
@@ -279,7 +279,7 @@ async function runPart(
     const generatorBusyShare =
       (generatorCpu.user + generatorCpu.system) / 1000 / (generatorMeasuredAt - spawnedAt);
     log(
-      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - spawnedAt) / 1000).toFixed(2)} s from spawn to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${percent(serverBusyShare)} of the storm; this process busy ${percent(generatorBusyShare)} from the restart on, its loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
+      `every client back with its replay ${((doneAt - readyAt) / 1000).toFixed(2)} s after ready (${((readyAt - server.ready.startedAt) / 1000).toFixed(2)} s from its process's start to ready, seen here ${readySeenAfterMs.toFixed(0)} ms later); ${queries} queries; server CPU ${cpuMsPerClient.toFixed(3)} ms per client, busy ${percent(serverBusyShare)} of the storm; this process busy ${percent(generatorBusyShare)} from the restart on, its loop late by p99 ${generatorLagMs.p99.toFixed(0)} ms, max ${generatorLagMs.max.toFixed(0)} ms; closes by code ${JSON.stringify(Object.fromEntries(followers.closeCodes))}`,
     );
 
     // One more change per client, through the server's own callback route: each must arrive.
@@ -307,7 +307,7 @@ async function runPart(
       clients: count,
       tasks: allTasks.length,
       changed: changes.length,
-      startSeconds: (readyAt - spawnedAt) / 1000,
+      startSeconds: (readyAt - server.ready.startedAt) / 1000,
       stormSeconds: (doneAt - readyAt) / 1000,
       queries,
       queriesPerClient: queries / count,
@@ -389,7 +389,7 @@ function partRows(transport: Transport, median: StormRun, runs: readonly StormRu
       ratio,
       target: '≤ 5 s and ≤ 1.5x',
       pass: g.stormSeconds <= 5 && ratio <= 1.5 && every(allArrived),
-      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from spawn to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms, busy ${percent(g.serverBusyShare)} and ${percent(b.serverBusyShare)} of the storm's seconds; the load generator (every client) busy ${percent(g.generatorBusyShare)} and ${percent(b.generatorBusyShare)} from the restart on, its event loop late by p99 ${g.generatorLagMs.p99.toFixed(0)} and ${b.generatorLagMs.p99.toFixed(0)} ms, max ${g.generatorLagMs.max.toFixed(0)} and ${b.generatorLagMs.max.toFixed(0)} ms, from the restart to the storm's end${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
+      note: `${transport}: ${ofRuns}${g.changed} of ${g.tasks} tasks changed while down (gateway), ${b.changed} of ${b.tasks} (baseline); live proven by a callback per client after the storm, arrived ${g.probesArrived}/${g.probes} (p99 ${g.probeP99Ms.toFixed(1)} ms) and ${b.probesArrived}/${b.probes} (p99 ${b.probeP99Ms.toFixed(1)} ms); connections beyond one per client after the restart: ${g.reconnects} and ${b.reconnects}; the restarted process took ${g.startSeconds.toFixed(2)} s and ${b.startSeconds.toFixed(2)} s from its process's start to ready; its CPU from ready to the storm's end, per client: ${g.cpuMsPerClient.toFixed(3)} ms and ${b.cpuMsPerClient.toFixed(3)} ms, busy ${percent(g.serverBusyShare)} and ${percent(b.serverBusyShare)} of the storm's seconds; the load generator (every client) busy ${percent(g.generatorBusyShare)} and ${percent(b.generatorBusyShare)} from the restart on, its event loop late by p99 ${g.generatorLagMs.p99.toFixed(0)} and ${b.generatorLagMs.p99.toFixed(0)} ms, max ${g.generatorLagMs.max.toFixed(0)} and ${b.generatorLagMs.max.toFixed(0)} ms, from the restart to the storm's end${transport === 'ws' ? `; sockets closed after the restart, by code: ${JSON.stringify(g.closesAfterRestart)} and ${JSON.stringify(b.closesAfterRestart)}` : ''}${g.errors.length > 0 ? `; gateway client errors: ${g.errors.join(' | ')}` : ''}${b.errors.length > 0 ? `; baseline client errors: ${b.errors.join(' | ')}` : ''}`,
     },
     {
       scenario,
